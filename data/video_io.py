@@ -99,26 +99,28 @@ def _indices(path: Path, total: int, num_frames: int | None, stride: int, start:
     if required > total:
         raise VideoError(
             f"video '{path}' has {total} frames available but {required} are required "
-            f"(start={start} + (num_frames={num_frames} - 1) * stride={stride} + 1); "
+            f"(start + (num_frames - 1) * stride + 1 = {start} + {num_frames - 1} * {stride} + 1 "
+            f"with start={start}, num_frames={num_frames}, stride={stride}); "
             f"lower `num_frames`, `stride` or `start`, or use a longer clip"
         )
     return list(range(start, required, stride))
 
 
 def _read_decord(path: Path, decord, num_frames, stride, start) -> np.ndarray:
+    """Decode with decord; on any decord failure retry with PyAV (decord has bugs with some frame
+    sizes, e.g. 16 px wide), which raises the ``VideoError`` if the file really is unreadable."""
     try:
         vr = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
         total = len(vr)
-    except Exception as err:  # decord raises DECORDError (a RuntimeError) on bad files
-        raise _unreadable(path, err) from None
+    except Exception:  # decord raises DECORDError (a RuntimeError) on bad files
+        return _read_pyav(path, num_frames, stride, start)
     if total == 0:
-        raise _unreadable(path, "no decodable frames")
+        return _read_pyav(path, num_frames, stride, start)
     idx = _indices(path, total, num_frames, stride, start)
     try:
-        frames = vr.get_batch(idx).asnumpy()
-    except Exception as err:
-        raise _unreadable(path, err) from None
-    return frames
+        return vr.get_batch(idx).asnumpy()
+    except Exception:
+        return _read_pyav(path, num_frames, stride, start)
 
 
 def _decode_all_pyav(path: Path, stop: int | None = None) -> np.ndarray:
@@ -204,8 +206,8 @@ def num_video_frames(path: str | os.PathLike) -> int:
         decord = _import_decord()
         try:
             return len(decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1))
-        except Exception as err:
-            raise _unreadable(path, err) from None
+        except Exception:
+            pass  # PyAV below raises the VideoError if the file is really unreadable
     return len(_decode_all_pyav(path))
 
 
@@ -227,8 +229,8 @@ def video_fps(path: str | os.PathLike) -> float:
         decord = _import_decord()
         try:
             return float(decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1).get_avg_fps())
-        except Exception as err:
-            raise _unreadable(path, err) from None
+        except Exception:
+            pass  # PyAV below raises the VideoError if the file is really unreadable
     import av  # noqa: PLC0415
 
     try:

@@ -216,6 +216,17 @@ def _embedding(out):
     raise TypeError(f"unexpected CLIP feature output {type(out).__name__}")
 
 
+def _image_processor_class():
+    """``CLIPImageProcessor``, or its PIL variant when torchvision is missing (same output, no warning)."""
+    import importlib.util
+
+    import transformers
+
+    if importlib.util.find_spec("torchvision") is None and hasattr(transformers, "CLIPImageProcessorPil"):
+        return transformers.CLIPImageProcessorPil
+    return transformers.CLIPImageProcessor
+
+
 class ClipScorer:
     """CLIP text-alignment and frame-consistency scores from a local CLIP checkpoint.
 
@@ -236,12 +247,12 @@ class ClipScorer:
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"CLIP model directory '{path}' has no config.json; {hint}")
         import torch
-        from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
+        from transformers import AutoTokenizer, CLIPModel
 
         try:
             self.model = CLIPModel.from_pretrained(path).to(device).eval()
             self.tokenizer = AutoTokenizer.from_pretrained(path)
-            self.image_processor = CLIPImageProcessor.from_pretrained(path)
+            self.image_processor = _image_processor_class().from_pretrained(path)
         except (OSError, ValueError) as err:
             raise OSError(f"cannot load a CLIP model/tokenizer/image processor from '{path}': {err}; {hint}") from err
         self.path, self.device, self.batch_size = path, torch.device(device), int(batch_size)

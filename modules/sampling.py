@@ -131,10 +131,11 @@ class DDIMLoop:
         return state
 
     def sample(self, zT: torch.Tensor, cond: torch.Tensor, uncond=None, guidance_scale: float = 7.5,
-               source: LoopState | None = None) -> torch.Tensor:
-        """DDIM sampling z_T → z_0 (CFG when `uncond` is given and scale ≠ 1)."""
+               source: LoopState | None = None, label: str = "edit") -> torch.Tensor:
+        """DDIM sampling z_T → z_0 (CFG when `uncond` is given and scale ≠ 1). `source` (the
+        inversion state) and `label` ("reconstruct" | "edit") are visible to callbacks."""
         order = list(reversed(self.timesteps))
-        state = LoopState("sample", order, cond=cond)
+        state = LoopState("sample", order, cond=cond, extras={"label": label})
         if source is not None:
             state.extras["source"] = source
         for cb in self.callbacks:

@@ -42,6 +42,7 @@ _EPS = 1e-4
 # Auto-chunking budget: largest number of responsibility entries (groups * tokens * K) held at
 # once when ``token_chunk`` is not given.  2**24 fp32 entries = 64 MiB.
 DEFAULT_CHUNK_ELEMENTS = 1 << 24
+_INPLACE_SOFTMAX = True
 
 
 def _check_args(k: torch.Tensor, v: Optional[torch.Tensor], tau: float, iters: int, init: str) -> None:
@@ -159,38 +160,44 @@ def em_bases(
     inv_tau = 1.0 / float(tau)
     history: List[float] = []
 
+    # Reused chunk buffers (no fresh large allocation per step): logits/responsibilities.
+    chunk = min(token_chunk, M)
+    buf = torch.empty(G * chunk * K, dtype=cdt, device=k.device)
     obj = [0.0]
 
-    def e_step(lo: int, hi: int, w_t: torch.Tensor) -> torch.Tensor:
-        logits = torch.bmm(keys[:, lo:hi], w_t)  # (G, m, K) = k . mu_hat^T / tau
+    def responsibilities(lo: int, hi: int, w_t: torch.Tensor) -> torch.Tensor:
+        """E-step on tokens [lo, hi): Z = softmax_K(k mu_hat^T / tau), shape (G, hi - lo, K)."""
+        z = buf[: G * (hi - lo) * K].view(G, hi - lo, K)
+        torch.bmm(keys[:, lo:hi], w_t, out=z)  # logits
         if return_history:  # spherical k-means objective of the current bases (tau * max logit)
-            obj[0] += logits.amax(dim=-1).double().sum().item() * tau
-        return torch.softmax(logits, dim=-1)
+            obj[0] += z.amax(dim=-1).double().sum().item() * tau
+        # softmax along the last dim (row max subtracted); in place on the logits buffer
+        torch._softmax(z, -1, False, out=z) if _INPLACE_SOFTMAX else z.copy_(torch.softmax(z, dim=-1))
+        return z
 
     acc = None
-    for r in range(iters):
-        last = r == iters - 1
+    denom = None
+    for r in range(iters + (1 if return_history else 0)):
         w_t = _scaled_unit_bases(mu, inv_tau).transpose(1, 2)  # (G, d, K): mu_hat^T / tau
-        rhs = tok if last else k1  # the last M-step also produces Z^T v
+        if r == iters:  # objective of the final bases: one extra logits-only pass
+            obj[0] = 0.0
+            for s in range(0, M, chunk):
+                z = buf[: G * (min(M, s + chunk) - s) * K].view(G, -1, K)
+                torch.bmm(keys[:, s : s + chunk], w_t, out=z)
+                obj[0] += z.amax(dim=-1).double().sum().item() * tau
+            history.append(obj[0])
+            break
+        rhs = tok if r == iters - 1 else k1  # the last M-step also produces Z^T v
+        acc = torch.zeros((G, K, rhs.shape[-1]), dtype=cdt, device=k.device)
         obj[0] = 0.0
-        if not chunked:
-            z = e_step(0, M, w_t)  # (G, M, K)
-            acc = torch.bmm(z.transpose(1, 2), rhs)  # (G, K, d + 1 [+ dv])
-        else:
-            acc = torch.zeros((G, K, rhs.shape[-1]), dtype=cdt, device=k.device)
-            for s in range(0, M, token_chunk):
-                z = e_step(s, s + token_chunk, w_t)
-                acc.baddbmm_(z.transpose(1, 2), rhs[:, s : s + token_chunk])
+        for s in range(0, M, chunk):
+            e = min(M, s + chunk)
+            z = responsibilities(s, e, w_t)
+            acc.baddbmm_(z.transpose(1, 2), rhs[:, s:e])  # unnormalised Z^T [k, 1 (, v)]
         if return_history:
             history.append(obj[0])
         denom = acc[..., d : d + 1].add(_EPS)  # sum_tokens Z + 1e-4, (G, K, 1)
         mu = acc[..., :d] / denom
-    if return_history:  # objective of the final bases: one extra (logits-only) pass
-        w_t = _scaled_unit_bases(mu, inv_tau).transpose(1, 2)
-        obj[0] = 0.0
-        for s in range(0, M, token_chunk):
-            obj[0] += torch.bmm(keys[:, s : s + token_chunk], w_t).amax(dim=-1).double().sum().item() * tau
-        history.append(obj[0])
 
     mu_k = mu.to(out_dtype).reshape(*lead, K, d)
     mu_v = None

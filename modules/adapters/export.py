@@ -1,0 +1,228 @@
+"""The one export format: safetensors files of what trained + metadata + a model card.
+
+An export folder holds, depending on the adapter:
+- `spectral_shifts.safetensors`   δ per query layer, keyed by diffusers module path (SAVE)
+- `query_weights.safetensors`     full to_q weights (Tune-A-Video, `full_query`)
+- `lora_weights.safetensors`      peft LoRA tensors on the query projections (`lora`)
+- `temporal_attention.safetensors` the temporal attention modules (when they trained)
+- `export.json` + `README.md`     metadata (also in every safetensors header) and a model card.
+
+`apply_export(video_unet, folder)` puts an export onto a freshly loaded base model and refuses
+files trained on another base model (checksum of the query weights), with wrong shapes or
+missing layers.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from modules.adapters.spectral import SpectralShiftLinear, apply_spectral_shift
+from modules.models.loading import tensor_checksum
+
+FORMAT = "vidtune-export/1"
+FILES = {
+    "spectral": "spectral_shifts.safetensors",
+    "full_query": "query_weights.safetensors",
+    "lora": "lora_weights.safetensors",
+    "temporal": "temporal_attention.safetensors",
+}
+LORA_TARGET = r".*attn[12]\.to_q$"
+
+
+class ExportMismatchError(ValueError):
+    pass
+
+
+def query_layer_names(unet: nn.Module) -> list[str]:
+    return sorted(n for n, _ in unet.named_modules() if n.endswith(("attn1.to_q", "attn2.to_q")))
+
+
+def base_checksum(unet: nn.Module) -> str:
+    """Identifies the base model by its query weights (rounded to bf16, so dtype does not matter)."""
+    mods = dict(unet.named_modules())
+    ws = []
+    for n in query_layer_names(unet):
+        m = mods[n]
+        w = m.base_layer.weight if hasattr(m, "base_layer") else m.weight
+        ws.append(w.detach().to(torch.bfloat16).float())
+    return tensor_checksum(ws)
+
+
+def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def collect_tensors(video_unet, adapter: str, temporal_trained: bool) -> dict[str, dict[str, torch.Tensor]]:
+    unet = video_unet.unet
+    files: dict[str, dict[str, torch.Tensor]] = {}
+    if adapter == "spectral":
+        files[FILES["spectral"]] = {
+            n: m.delta.detach().float() for n, m in unet.named_modules()
+            if isinstance(m, SpectralShiftLinear) and n in query_layer_names(unet)
+        }
+    elif adapter == "full_query":
+        mods = dict(unet.named_modules())
+        files[FILES["full_query"]] = {n: mods[n].weight.detach().float() for n in query_layer_names(unet)}
+    elif adapter == "lora":
+        from peft import get_peft_model_state_dict
+
+        files[FILES["lora"]] = {k: v.float() for k, v in get_peft_model_state_dict(unet).items()}
+    else:
+        raise ValueError(f"unknown adapter {adapter!r}")
+    if temporal_trained:
+        files[FILES["temporal"]] = temporal_state(unet)
+    return files
+
+
+def temporal_state(unet: nn.Module) -> dict[str, torch.Tensor]:
+    """Temporal-attention tensors with spectral-shifted layers materialised as plain weights, so they
+    load into a freshly inflated model."""
+    out = {}
+    for n, m in unet.named_modules():
+        if ".temporal." not in n + ".":
+            continue
+        if isinstance(m, SpectralShiftLinear):
+            out[f"{n}.weight"] = m.shifted_weight().detach().float()
+            if m.bias is not None:
+                out[f"{n}.bias"] = m.bias.detach().float()
+        elif isinstance(m, (nn.Linear, nn.LayerNorm)):
+            for pn, p in m.named_parameters(recurse=False):
+                out[f"{n}.{pn}"] = p.detach().float()
+    return out
+
+
+def model_card(meta: dict) -> str:
+    hp = json.loads(meta["hyperparameters"])
+    lines = [
+        f"# {meta['method']} adapter ({meta['adapter']})", "",
+        f"- base model: `{meta['base_model']}` (query-weight checksum `{meta['base_checksum']}`)",
+        f"- frame attention: `{meta['frame_attention']}`; temporal attention trained: {meta['temporal']}",
+        f"- files: {', '.join(json.loads(meta['files']))}", "",
+        "## Hyperparameters", "", "```json", json.dumps(hp, indent=2), "```", "",
+        "## Load", "", "```python", "from modules.adapters.export import load_adapted_model",
+        f"parts, video_unet = load_adapted_model('{meta['base_model']}', '<this folder>')", "```", "",
+    ]
+    return "\n".join(lines)
+
+
+def save_export(out_dir: str | Path, video_unet, *, method: str, adapter: str, temporal_trained: bool,
+                base_model: str, checksum: str, hyperparameters: dict) -> Path:
+    out = Path(out_dir)
+    files = collect_tensors(video_unet, adapter, temporal_trained)
+    shapes = {f: {k: list(v.shape) for k, v in t.items()} for f, t in files.items()}
+    meta = {
+        "format": FORMAT, "method": method, "adapter": adapter, "base_model": str(base_model),
+        "base_checksum": checksum, "frame_attention": video_unet.frame_attention,
+        "temporal": str(bool(temporal_trained)), "has_temporal_modules": str(bool(video_unet.has_temporal)),
+        "hyperparameters": json.dumps(hyperparameters, default=str), "files": json.dumps(sorted(files)),
+        "shapes": json.dumps(shapes),
+    }
+    for fname, tensors in files.items():
+        atomic_save(tensors, out / fname, meta)
+    (out / "export.json").write_text(json.dumps(meta, indent=2))
+    (out / "README.md").write_text(model_card(meta))
+    return out
+
+
+def read_export(folder: str | Path) -> tuple[dict, dict[str, dict[str, torch.Tensor]]]:
+    folder = Path(folder)
+    if not (folder / "export.json").exists():
+        raise FileNotFoundError(f"{folder} is not an export folder (no export.json); export with scripts/export.py")
+    meta = json.loads((folder / "export.json").read_text())
+    files = {}
+    for fname in json.loads(meta["files"]):
+        with safe_open(str(folder / fname), "pt") as f:
+            files[fname] = {k: f.get_tensor(k) for k in f.keys()}
+    return meta, files
+
+
+def apply_export(video_unet, folder: str | Path, check_base: bool = True) -> dict:
+    """Apply an export onto `video_unet` (freshly built on the base model); returns the metadata."""
+    folder = Path(folder)
+    meta, files = read_export(folder)
+    unet = video_unet.unet
+    if check_base:
+        have = base_checksum(unet)
+        if have != meta["base_checksum"]:
+            raise ExportMismatchError(
+                f"{folder} was trained on base model '{meta['base_model']}' (query checksum "
+                f"{meta['base_checksum']}), but the loaded base has checksum {have}. Load the export onto "
+                f"the base model it was trained on."
+            )
+    queries = query_layer_names(unet)
+    mods = dict(unet.named_modules())
+    adapter = meta["adapter"]
+    if adapter == "spectral":
+        deltas = files[FILES["spectral"]]
+        _check_layers(folder / FILES["spectral"], deltas, queries,
+                      {n: [min(mods[n].weight.shape)] for n in queries})
+        layers = apply_spectral_shift(unet, queries)
+        with torch.no_grad():
+            for n, m in layers.items():
+                m.delta.copy_(deltas[n])
+    elif adapter == "full_query":
+        ws = files[FILES["full_query"]]
+        _check_layers(folder / FILES["full_query"], ws, queries, {n: list(mods[n].weight.shape) for n in queries})
+        with torch.no_grad():
+            for n in queries:
+                mods[n].weight.copy_(ws[n])
+    elif adapter == "lora":
+        from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
+
+        hp = json.loads(meta["hyperparameters"])
+        cfg = LoraConfig(r=hp["lora_rank"], lora_alpha=hp.get("lora_alpha", hp["lora_rank"]),
+                         target_modules=LORA_TARGET, init_lora_weights=True)
+        inject_adapter_in_model(cfg, unet)
+        set_peft_model_state_dict(unet, files[FILES["lora"]])
+    if FILES["temporal"] in files:
+        if not video_unet.has_temporal:
+            raise ExportMismatchError(f"{folder} holds temporal attention but the model was built without it")
+        temporal = files[FILES["temporal"]]
+        own = {n: p for n, p in unet.state_dict().items() if ".temporal." in n}
+        _check_layers(folder / FILES["temporal"], temporal, sorted(own), {n: list(p.shape) for n, p in own.items()})
+        unet.load_state_dict(temporal, strict=False)
+    video_unet.set_frame_attention(meta["frame_attention"])
+    return meta
+
+
+def _check_layers(path: Path, tensors: dict, expected: list[str], shapes: dict) -> None:
+    missing = [n for n in expected if n not in tensors]
+    extra = [n for n in tensors if n not in shapes]
+    if missing or extra:
+        raise ExportMismatchError(
+            f"{path}: layers do not match the model: missing {missing[:3]}{'...' if len(missing) > 3 else ''}"
+            f" ({len(missing)}), unexpected {extra[:3]} ({len(extra)}). Was it exported from another architecture?"
+        )
+    for n in expected:
+        if list(tensors[n].shape) != list(shapes[n]):
+            raise ExportMismatchError(
+                f"{path}: tensor '{n}' has shape {list(tensors[n].shape)}, the model needs {list(shapes[n])}."
+            )
+
+
+def load_adapted_model(base: str, export_dir: str | Path, dtype: torch.dtype = torch.float32):
+    """Load the base model, inflate it as the export says, apply the export: `(parts, video_unet)`."""
+    from modules.models import VideoUNet, load_parts
+
+    meta = json.loads((Path(export_dir) / "export.json").read_text()) if (Path(export_dir) / "export.json").exists() else None
+    if meta is None:
+        raise FileNotFoundError(f"{export_dir} is not an export folder (no export.json)")
+    parts = load_parts(base, dtype=dtype)
+    vunet = VideoUNet(parts.unet, meta["frame_attention"], temporal=meta["has_temporal_modules"] == "True")
+    apply_export(vunet, export_dir)
+    return parts, vunet

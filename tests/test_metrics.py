@@ -1,0 +1,162 @@
+import numpy as np
+import pytest
+import torch
+
+from data.clip_dataset import SAMPLES_DIR
+from data.video_io import read_video, to_tensor
+from modules.metrics import ClipScorer, optical_flow, psnr, ssim, warp, warping_error
+
+
+@pytest.fixture(scope="module")
+def pan():
+    frames = read_video(SAMPLES_DIR / "pan_astronaut.mp4")
+    flow = np.load(SAMPLES_DIR / "pan_astronaut.flow.npy")
+    return frames, flow
+
+
+def test_psnr_and_ssim():
+    rng = np.random.RandomState(0)
+    a = rng.randint(0, 256, (3, 24, 24, 3)).astype(np.uint8)
+    assert np.isinf(psnr(a, a)).all() and psnr(a, a).shape == (3,)
+    shifted = np.clip(a.astype(int) + 10, 0, 255).astype(np.uint8)
+    b = np.where(a < 240, shifted, a - 10).astype(np.uint8)  # every pixel differs by exactly 10
+    np.testing.assert_allclose(psnr(a, b), 20 * np.log10(255 / 10), atol=1e-6)
+    noisy = np.clip(a + rng.normal(0, 25, a.shape), 0, 255).astype(np.uint8)
+    p = psnr(a, noisy)
+    assert (p < 25).all() and (p > 15).all()
+    np.testing.assert_allclose(ssim(a, a), 1.0)
+    assert (ssim(a, noisy) < 1.0).all()
+    # framework tensors are accepted too
+    np.testing.assert_allclose(psnr(to_tensor(a), to_tensor(b)), psnr(a, b))
+    with pytest.raises(ValueError, match="same shape"):
+        psnr(a, a[:2])
+
+
+def test_ssim_on_photo(pan):
+    frames, _ = pan
+    rng = np.random.RandomState(1)
+    noisy = np.clip(frames + rng.normal(0, 25, frames.shape), 0, 255).astype(np.uint8)
+    s = ssim(frames, noisy)
+    assert s.shape == (8,) and (s < 0.8).all() and (s > 0.1).all()
+    assert (ssim(frames, frames[[0] * 8]) < 0.9)[1:].all()  # moved content is dissimilar
+    assert (psnr(frames, noisy) < psnr(frames, np.clip(frames + rng.normal(0, 5, frames.shape), 0, 255).astype(np.uint8))).all()
+
+
+def test_warp_shift_and_mask():
+    frame = np.arange(5 * 6 * 3, dtype=np.float32).reshape(5, 6, 3)
+    flow = np.zeros((5, 6, 2), np.float32)
+    flow[..., 0] = -2  # sample 2 px to the left
+    out, mask = warp(frame, flow, return_mask=True)
+    np.testing.assert_array_equal(out[:, 2:], frame[:, :-2])
+    assert mask[:, 2:].all() and not mask[:, :2].any()
+    with pytest.raises(ValueError, match="flow must be shaped"):
+        warp(frame, flow[:, :3])
+
+
+def test_farneback_recovers_known_pan(pan):
+    frames, gt = pan
+    assert gt.shape == (7, 64, 64, 2) and gt.dtype == np.float32
+    flow = optical_flow(frames)
+    assert flow.shape == gt.shape
+    inner = flow[:, 8:-8, 8:-8]
+    np.testing.assert_allclose(np.median(inner, axis=(0, 1, 2)), [-2, 0], atol=0.1)
+    zoom = read_video(SAMPLES_DIR / "zoom_coffee_12f.mp4")
+    zflow = optical_flow(zoom[:3], method="dis")
+    np.testing.assert_allclose(np.median(zflow[:, 8:-8, 8:-8], axis=(0, 1, 2)), [-3, -1], atol=0.2)
+
+
+def test_warping_error_with_ground_truth_flow(pan):
+    frames, gt = pan
+    err_gt, per_frame = warping_error(frames, frames, flow=gt)
+    err_zero, _ = warping_error(frames, frames, flow=np.zeros_like(gt))
+    err_est, _ = warping_error(frames, frames)  # flow estimated on the source
+    assert per_frame.shape == (7,) and err_gt == pytest.approx(per_frame.mean())
+    assert 0 <= err_gt < 1e-4 and err_zero > 0.01
+    assert err_gt < err_zero / 100
+    assert err_est < err_zero / 20
+    # a temporally flickering output scores worse than the clean one
+    flicker = frames.astype(int)
+    flicker[1::2] = np.clip(flicker[1::2] + 40, 0, 255)
+    err_flicker, _ = warping_error(frames, flicker.astype(np.uint8), flow=gt)
+    assert err_flicker > 0.02 > err_gt
+    with pytest.raises(ValueError, match="same shape"):
+        warping_error(frames, frames[:, :32])
+
+
+# -- CLIP ------------------------------------------------------------------------------------------
+
+
+def tiny_tokenizer():
+    from transformers import CLIPTokenizer
+
+    words = "a photo of an astronaut cat cup coffee rocket".split()
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in sorted(set("".join(words))):
+        vocab.setdefault(c, len(vocab))
+        vocab.setdefault(c + "</w>", len(vocab))
+    merges = []
+    for w in words:  # merge each word left to right into one token
+        symbols = list(w[:-1]) + [w[-1] + "</w>"]
+        cur = symbols[0]
+        for s in symbols[1:]:
+            if (cur, s) not in merges:
+                merges.append((cur, s))
+            cur += s
+            vocab.setdefault(cur, len(vocab))
+    return CLIPTokenizer(vocab=vocab, merges=merges)
+
+
+@pytest.fixture(scope="module")
+def tiny_clip_dir(tmp_path_factory):
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    path = tmp_path_factory.mktemp("tiny_clip")
+    tok = tiny_tokenizer()
+    assert tok.convert_ids_to_tokens(tok("a photo of a cat")["input_ids"])[1:-1] == ["a</w>", "photo</w>", "of</w>", "a</w>", "cat</w>"]
+    cfg = CLIPConfig(
+        text_config=dict(
+            vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1,
+        ),
+        vision_config=dict(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8
+        ),
+        projection_dim=16,
+    )
+    torch.manual_seed(0)
+    CLIPModel(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(path)
+    return path
+
+
+def test_clip_scorer(tiny_clip_dir, pan):
+    frames, _ = pan
+    scorer = ClipScorer(tiny_clip_dir)
+    align = scorer.text_alignment(frames, "a photo of an astronaut")
+    assert -100 <= align <= 100
+    assert scorer.text_alignment(frames, "a photo of an astronaut", scale=1.0) == pytest.approx(align / 100, abs=1e-5)
+    cons = scorer.frame_consistency(frames)
+    assert -100 <= cons <= 100
+    still = np.repeat(frames[:1], 4, axis=0)
+    assert scorer.frame_consistency(still) == pytest.approx(100.0, abs=1e-3)
+    assert scorer.frame_consistency(still, scale=1.0) == pytest.approx(1.0, abs=1e-5)
+    assert scorer.frame_consistency(still, pairs="consecutive") == pytest.approx(100.0, abs=1e-3)
+    noise = np.random.RandomState(0).randint(0, 256, (4, 48, 40, 3)).astype(np.uint8)
+    assert scorer.frame_consistency(noise) < 100.0 - 1e-3
+    emb = scorer.image_embeddings(frames)
+    assert emb.shape == (8, 16) and torch.allclose(emb.norm(dim=-1), torch.ones(8), atol=1e-5)
+    # alignment differs between prompts (the text tower is used)
+    assert scorer.text_alignment(frames, "a photo of a cat") != pytest.approx(align, abs=1e-6)
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        scorer.frame_consistency(frames[:1])
+
+
+def test_clip_scorer_missing_directory(tmp_path):
+    missing = tmp_path / "clip-vit-base-patch32"
+    with pytest.raises(FileNotFoundError) as err:
+        ClipScorer(missing)
+    assert str(missing) in str(err.value) and "openai/clip-vit-base-patch32" in str(err.value)
+    missing.mkdir()
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        ClipScorer(missing)
