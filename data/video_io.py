@@ -296,9 +296,14 @@ def _write_mp4(tmp: str, frames: np.ndarray, fps: float, crf: int, pix_fmt: str)
         stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height = w, h
         stream.pix_fmt = pix_fmt
-        stream.options = {"crf": str(crf), "preset": "medium"}
-        for img in frames:
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+        # mbtree=0: with macroblock-tree rate control x264 gave run-to-run different files for
+        # identical small inputs; without it the output is reproducible (bundled samples)
+        stream.options = {"crf": str(crf), "preset": "medium", "x264-params": "mbtree=0"}
+        stream.codec_context.time_base = 1 / rate
+        for i, img in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format=pix_fmt)
+            frame.pts = i  # explicit timestamps (x264's rate control depends on them)
+            frame.time_base = stream.codec_context.time_base
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():

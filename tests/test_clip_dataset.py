@@ -210,3 +210,16 @@ def test_datamodule_overrides_and_errors(clip_dir):
         ClipDataModule("samples/pan_retina.mp4", num_frames=0)
     with pytest.raises(ValueError, match="no prompt"):
         ClipDataModule(str(clip_dir / "a.mp4"))
+
+
+def test_datamodule_from_jsonargparse():
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser()
+    parser.add_class_arguments(ClipDataModule, "data")
+    cfg = parser.parse_args(
+        ["--data.video=samples/pan_coffee.mp4", "--data.edit_prompts=[a photo of a cup of tea]", "--data.height=40"]
+    )
+    assert cfg.data.num_frames == 8 and cfg.data.width == 32 and cfg.data.height == 40
+    dm = ClipDataModule(**vars(cfg.data))
+    assert dm.edit_prompts == ["a photo of a cup of tea"] and dm.prompt == "a photo of a cup of coffee"

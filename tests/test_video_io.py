@@ -206,3 +206,29 @@ def test_resize_center_crop():
     assert resize_center_crop(frames, 64, 128).shape == (2, 64, 128, 3)
     up = resize_center_crop(frames[:, :8, :8], 20, 10)  # enlarge, then crop the width
     assert up.shape == (2, 20, 10, 3)
+
+
+def test_bundled_samples_match_their_generator():
+    import json
+
+    from data import make_samples
+    from data.clip_dataset import SAMPLES_DIR
+
+    records = [json.loads(line) for line in (SAMPLES_DIR / "metadata.jsonl").read_text().splitlines()]
+    assert len(records) == 9
+    for rec in records:
+        name = rec["video"][: -len(".mp4")]
+        expected = make_samples.zoom_frames() if name == "zoom_coffee_12f" else make_samples.pan_frames(name[4:])
+        frames = read_video(SAMPLES_DIR / rec["video"])
+        assert frames.shape == expected.shape and psnr_db(frames, expected) > 35, rec["video"]
+        assert video_fps(SAMPLES_DIR / rec["video"]) == pytest.approx(8.0)
+        flow = np.load(SAMPLES_DIR / rec["flow"])
+        assert flow.dtype == np.float32 and flow.shape == (len(frames) - 1, *frames.shape[1:3], 2)
+        # frame_n(y, x) == frame_{n+1}(y + dy, x + dx) exactly on the generated frames
+        dx, dy = (int(v) for v in flow[0, 0, 0])
+        assert (flow == flow[0, 0, 0]).all() and (dx, dy) in {(-2, 0), (-3, -1)}
+        h, w = expected.shape[1:3]
+        np.testing.assert_array_equal(
+            expected[:-1, max(0, -dy) : h - max(0, dy), max(0, -dx) : w - max(0, dx)],
+            expected[1:, max(0, dy) : h - max(0, -dy), max(0, dx) : w - max(0, -dx)],
+        )

@@ -1,0 +1,167 @@
+import copy
+import json
+
+import lightning as L
+import pytest
+import torch
+from safetensors import safe_open
+from torch.utils.data import DataLoader, Dataset
+
+from modules.adapters.export import ExportMismatchError, apply_export, load_adapted_model
+from modules.adapters.spectral import SpectralShiftLinear, apply_spectral_shift
+from modules.editing import EditConfig
+from modules.models import VideoUNet
+from modules.save import SAVEModule
+from modules.video_tuning import NonFiniteLossError
+
+
+class ClipRepeat(Dataset):
+    """The bundled clip repeated; `nan_from` makes items from that index on contain NaN pixels."""
+
+    def __init__(self, pixels, n, nan_from=None):
+        self.pixels, self.n, self.nan_from = pixels[0], n, nan_from
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        px = self.pixels.clone()
+        if self.nan_from is not None and i >= self.nan_from:
+            px[:] = float("nan")
+        return {"pixel_values": px, "prompt": "a photo of an astronaut", "index": i if self.nan_from else 0}
+
+
+def trainer(tmp_path, steps, **kw):
+    return L.Trainer(accelerator="cpu", max_steps=steps, max_epochs=1, logger=False, enable_progress_bar=False,
+                     enable_model_summary=False, default_root_dir=str(tmp_path), limit_val_batches=0,
+                     num_sanity_val_steps=0, **kw)
+
+
+def test_spectral_shift_at_zero_equals_original(tiny_parts):
+    lin = torch.nn.Linear(48, 32)
+    x = torch.randn(5, 48)
+    ref = lin(x)
+    holder = torch.nn.Sequential(lin)
+    mod = apply_spectral_shift(holder, ["0"])["0"]
+    assert isinstance(holder[0], SpectralShiftLinear)
+    assert "weight" not in dict(mod.named_parameters()) and "weight" not in mod.state_dict()  # not kept twice
+    assert torch.allclose(mod(x), ref, atol=1e-5)
+    assert [n for n, p in mod.named_parameters() if p.requires_grad] == ["delta"]
+    with torch.no_grad():
+        mod.delta.copy_(torch.linspace(-1, 1, 32))
+    assert torch.allclose(mod.regulariser(), (mod.delta**2 * mod.S).sum())
+
+    # whole inflated UNet: SAVE at δ = 0 equals the unmodified model
+    video = VideoUNet(copy.deepcopy(tiny_parts.unet), "first")
+    z, emb = torch.randn(1, 4, 3, 16, 16), torch.randn(1, 16, 32)
+    with torch.no_grad():
+        ref = video(z, 300, emb)
+        from modules.adapters.export import query_layer_names
+
+        names = query_layer_names(video.unet)
+        assert len(names) == 14  # 7 transformer blocks × (attn1, attn2) in the tiny preset
+        apply_spectral_shift(video.unet, names)
+        out = video(z, 300, emb)
+    assert torch.allclose(out, ref, atol=1e-5), (out - ref).abs().max()
+
+
+def test_bad_hyperparameters_are_refused():
+    with pytest.raises(ValueError, match="spectral_lambda must be >= 0"):
+        SAVEModule(spectral_lambda=-1.0)
+    with pytest.raises(ValueError, match="frame_attention must be one of"):
+        SAVEModule(frame_attention="diagonal")
+
+
+@pytest.mark.parametrize("adapter", ["spectral", "full_query", "lora"])
+def test_train_export_load_reproduces_output(tmp_path, sample_clip, adapter):
+    torch.manual_seed(0)
+    module = SAVEModule(adapter=adapter, lr_delta=5e-2, lr_query=1e-2, lr_lora=1e-2, lr_temporal=1e-2)
+    trainer(tmp_path, 3).fit(module, DataLoader(ClipRepeat(sample_clip, 3), batch_size=1))
+    trainable = {n for n, p in module.named_parameters() if p.requires_grad}
+    ckpt_state = module.trainable_state()
+    assert set(ckpt_state) == trainable
+    out_dir = module.export(tmp_path / "export")
+    meta = json.loads((out_dir / "export.json").read_text())
+    assert meta["adapter"] == adapter and meta["frame_attention"] == "first"
+    if adapter == "spectral":
+        with safe_open(str(out_dir / "spectral_shifts.safetensors"), "pt") as f:
+            keys = list(f.keys())
+            assert f.metadata()["method"] == "save" and json.loads(f.metadata()["hyperparameters"])["spectral_lambda"] == 1e-3
+        assert len(keys) == 14 and all(k.endswith("to_q") for k in keys)
+        assert any(float(module.spectral_summary()[k]["delta"].abs().max()) > 0 for k in keys)
+    parts, fresh = load_adapted_model("tiny-sd", out_dir)
+    base = VideoUNet(load_parts_fresh(), "first")
+    z, emb = torch.randn(1, 4, 8, 16, 16), torch.randn(1, 16, 32)
+    with torch.no_grad():
+        a = module.video_unet.eval()(z, 400, emb)
+        b = fresh.eval()(z, 400, emb)
+        c = base.eval()(z, 400, emb)
+    assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+    assert (a - c).abs().max() > 1e-4  # training changed the model, and the export carries the change
+
+
+def load_parts_fresh():
+    from modules.models import load_parts
+
+    return load_parts("tiny-sd").unet
+
+
+def test_export_refuses_other_base_and_bad_files(tmp_path, sample_clip, tiny_parts):
+    module = SAVEModule(adapter="spectral")
+    out = module.export(tmp_path / "export")
+    other = copy.deepcopy(tiny_parts.unet)
+    with torch.no_grad():
+        other.down_blocks[0].attentions[0].transformer_blocks[0].attn1.to_q.weight.add_(0.1)
+    with pytest.raises(ExportMismatchError, match="trained on base model"):
+        apply_export(VideoUNet(other), out)
+    # a file missing a layer
+    from safetensors.torch import load_file, save_file
+
+    f = out / "spectral_shifts.safetensors"
+    tensors = load_file(f)
+    first = sorted(tensors)[0]
+    save_file({k: v for k, v in tensors.items() if k != first}, f)
+    with pytest.raises(ExportMismatchError, match="missing"):
+        apply_export(VideoUNet(copy.deepcopy(tiny_parts.unet)), out)
+    tensors[first] = torch.zeros(3)
+    save_file(tensors, f)
+    with pytest.raises(ExportMismatchError, match="has shape"):
+        apply_export(VideoUNet(copy.deepcopy(tiny_parts.unet)), out)
+
+
+class LossRecorder(L.Callback):
+    def __init__(self):
+        self.losses = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.losses.append(float(outputs["loss"]))
+
+
+def test_resume_continues_loss_curve_exactly(tmp_path, sample_clip):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    data = lambda: DataLoader(ClipRepeat(sample_clip, 6), batch_size=1)  # noqa: E731
+    full = LossRecorder()
+    ck = ModelCheckpoint(dirpath=tmp_path / "ck", every_n_train_steps=3, save_top_k=-1)
+    torch.manual_seed(0)
+    trainer(tmp_path / "a", 6, callbacks=[full, ck]).fit(SAVEModule(lr_delta=5e-2), data())
+    ckpt = tmp_path / "ck" / "epoch=0-step=3.ckpt"
+    state = torch.load(ckpt, weights_only=False)
+    assert all(".temporal." in k or k.endswith(".delta") for k in state["state_dict"])
+    assert "optimizer_states" in state and state["global_step"] == 3
+    resumed = LossRecorder()
+    torch.manual_seed(123)  # global RNG differs: per-step noise must not depend on it
+    trainer(tmp_path / "b", 6, callbacks=[resumed]).fit(SAVEModule(lr_delta=5e-2), data(), ckpt_path=ckpt)
+    assert resumed.losses == pytest.approx(full.losses[3:], rel=1e-5, abs=1e-7)
+    assert len(resumed.losses) == 3
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, sample_clip):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    ck = ModelCheckpoint(dirpath=tmp_path / "checkpoints", every_n_train_steps=1, save_last=True)
+    with pytest.raises(NonFiniteLossError, match="at step 2"):
+        trainer(tmp_path, 5, callbacks=[ck]).fit(SAVEModule(), DataLoader(ClipRepeat(sample_clip, 5, nan_from=2)))
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["global_step"] == 2
+    assert all(torch.isfinite(v).all() for v in last["state_dict"].values())
