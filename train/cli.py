@@ -32,11 +32,7 @@ class RunConfigSaver(SaveConfigCallback):
 
 
 class CLI(LightningCLI):
-    def add_arguments_to_parser(self, parser):
-        parser.add_argument("--wandb", type=bool, default=True, help="log to W&B (offline unless WANDB_MODE=online)")
-
-    def before_instantiate_classes(self):
-        pass
+    pass
 
 
 def main(args=None):

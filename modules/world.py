@@ -1,0 +1,348 @@
+"""The tiny trained world: a pixel-space text-to-image diffusion model trained from scratch on CPU.
+
+`ImageCaptionDataModule` serves random 32×32 crops of captioned photos (by default the eight
+scikit-image photographs of `data.photos`, resized to 40×40: the same geometry as the bundled pans,
+whose frames are 32×32 windows of `photo(name, 40)`), with caption dropout for classifier-free
+guidance. `WorldModule` trains a small `UNet2DConditionModel` (3 channels in/out, no VAE) with a
+frozen, seeded random CLIP text encoder and a word tokenizer built in memory, on SD's noise
+schedule with the ε-MSE objective, and writes a diffusers-layout folder (`save_world`) that
+`modules.models.load_parts` loads (no `vae/` ⇒ pixel space). Recipe: `configs/world/tiny.yaml`.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import UNet2DConditionModel
+from torch.utils.data import DataLoader, Dataset
+
+from modules.models.tiny import sd_scheduler, tiny_text_encoder
+from modules.models.tokenizer import build_word_tokenizer
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------------------- data
+def load_captioned_images(folder: str | None = None, size: int = 40) -> tuple[list[np.ndarray], list[str], list[str]]:
+    """`(images uint8 (size,size,3), captions, names)`: `data.photos.PHOTOS` if `folder` is None,
+    else the images listed in `<folder>/metadata.jsonl` (lines `{"image": file, "caption": text}`),
+    centre-cropped to a square and resized to `size`."""
+    from data.photos import PHOTOS, center_square, photo
+
+    if folder is None:
+        names = list(PHOTOS)
+        return [photo(n, size) for n in names], [PHOTOS[n] for n in names], names
+    import cv2
+
+    root = Path(folder)
+    if not root.is_absolute() and not root.exists():
+        root = REPO_ROOT / root
+    meta = root / "metadata.jsonl"
+    if not meta.exists():
+        raise FileNotFoundError(f"{meta} not found: an image folder needs metadata.jsonl with {{'image','caption'}} lines")
+    images, captions, names = [], [], []
+    for line in meta.read_text().splitlines():
+        if not line.strip():
+            continue
+        rec = json.loads(line)
+        bgr = cv2.imread(str(root / rec["image"]), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise FileNotFoundError(f"cannot read image {root / rec['image']}")
+        sq = center_square(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        interp = cv2.INTER_AREA if size < sq.shape[0] else cv2.INTER_CUBIC
+        images.append(cv2.resize(sq, (size, size), interpolation=interp))
+        captions.append(rec["caption"])
+        names.append(Path(rec["image"]).stem)
+    return images, captions, names
+
+
+class RandomCropCaptions(Dataset):
+    """`length` random `crop`×`crop` windows of the images (uniform offsets), each with its caption
+    (replaced by "" with probability `caption_dropout`). Deterministic per (seed, epoch, index)."""
+
+    def __init__(self, images, captions, crop: int = 32, length: int = 1024, caption_dropout: float = 0.1,
+                 hflip: bool = False, seed: int = 0):
+        self.images = torch.stack([torch.from_numpy(np.asarray(i)).permute(2, 0, 1).float() / 127.5 - 1 for i in images])
+        self.captions = list(captions)
+        self.crop, self.length, self.caption_dropout, self.hflip, self.seed = crop, length, caption_dropout, hflip, seed
+        self.epoch = 0
+        if self.images.shape[-1] < crop or self.images.shape[-2] < crop:
+            raise ValueError(f"images {tuple(self.images.shape[-2:])} are smaller than the crop {crop}")
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, idx):
+        g = torch.Generator().manual_seed(hash((self.seed, self.epoch, idx)) & 0x7FFFFFFF)
+        i = int(torch.randint(len(self.captions), (1,), generator=g))
+        h, w = self.images.shape[-2:]
+        y = int(torch.randint(h - self.crop + 1, (1,), generator=g))
+        x = int(torch.randint(w - self.crop + 1, (1,), generator=g))
+        img = self.images[i, :, y : y + self.crop, x : x + self.crop]
+        if self.hflip and float(torch.rand((), generator=g)) < 0.5:
+            img = img.flip(-1)
+        cap = "" if float(torch.rand((), generator=g)) < self.caption_dropout else self.captions[i]
+        return {"pixel_values": img.contiguous(), "caption": cap, "index": i}
+
+
+class ImageCaptionDataModule(L.LightningDataModule):
+    def __init__(self, folder: str | None = None, image_size: int = 40, crop: int = 32, batch_size: int = 32,
+                 steps_per_epoch: int = 200, caption_dropout: float = 0.1, hflip: bool = False, seed: int = 0,
+                 num_workers: int = 0):
+        """
+        Args:
+            folder: image folder with `metadata.jsonl` ({"image", "caption"} per line); None = the
+                scikit-image photographs of `data.photos` with their captions.
+            image_size: images are centre-cropped to a square and resized to this size.
+            crop: side of the random training windows (the pans are 32×32 windows of 40×40 photos).
+            batch_size: windows per step.
+            steps_per_epoch: batches per epoch (the data are infinite random crops).
+            caption_dropout: probability of replacing a caption by "" (classifier-free guidance).
+            hflip: random horizontal flips (off: the pans must stay recognisable).
+            seed: crop/dropout randomness (with the epoch).
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.dataset = None
+
+    def setup(self, stage=None):
+        if self.dataset is None:
+            hp = self.hparams
+            images, captions, self.names = load_captioned_images(hp.folder, hp.image_size)
+            self.dataset = RandomCropCaptions(images, captions, hp.crop, hp.steps_per_epoch * hp.batch_size,
+                                              hp.caption_dropout, hp.hflip, hp.seed)
+
+    def train_dataloader(self):
+        self.setup()
+        if self.trainer is not None:
+            self.dataset.epoch = self.trainer.current_epoch
+        return DataLoader(self.dataset, batch_size=self.hparams.batch_size, shuffle=False,
+                          num_workers=self.hparams.num_workers, drop_last=True)
+
+    @property
+    def captions(self) -> list[str]:
+        self.setup()
+        return self.dataset.captions
+
+
+# ----------------------------------------------------------------------------------------- model
+@dataclass
+class UNetConfig:
+    """The pixel-space UNet: self-/cross-attention at 16×16 and 8×8 (and the 8×8 mid block).
+    Note: diffusers' `attention_head_dim` is used as the *number* of heads; keep it small on CPU."""
+
+    sample_size: int = 32
+    block_out_channels: tuple[int, ...] = (32, 64, 64)
+    down_block_types: tuple[str, ...] = ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D")
+    up_block_types: tuple[str, ...] = ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")
+    layers_per_block: int = 1
+    attention_head_dim: int = 1
+    norm_num_groups: int = 8
+
+
+@dataclass
+class TextConfig:
+    hidden: int = 64
+    max_length: int = 16
+    seed: int = 0
+
+
+def build_unet(cfg: UNetConfig, cross_attention_dim: int) -> UNet2DConditionModel:
+    return UNet2DConditionModel(
+        sample_size=cfg.sample_size, in_channels=3, out_channels=3,
+        block_out_channels=tuple(cfg.block_out_channels), down_block_types=tuple(cfg.down_block_types),
+        up_block_types=tuple(cfg.up_block_types), layers_per_block=cfg.layers_per_block,
+        cross_attention_dim=cross_attention_dim, attention_head_dim=cfg.attention_head_dim,
+        norm_num_groups=cfg.norm_num_groups,
+    )
+
+
+class WorldModule(L.LightningModule):
+    def __init__(
+        self,
+        unet: UNetConfig | None = None,
+        text: TextConfig | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-2,
+        warmup_steps: int = 50,
+        total_steps: int = 1000,
+        time_budget_s: float | None = None,
+        min_lr_ratio: float = 0.05,
+        ema_decay: float = 0.0,
+        output_dir: str | None = None,
+        save_dtype: str = "float16",
+        seed: int = 0,
+        recipe: str = "",
+    ):
+        """
+        Args:
+            unet: UNet architecture (pixel space, 3 channels in/out).
+            text: frozen random CLIP text encoder (hidden size, max tokens, init seed).
+            lr: AdamW peak learning rate (linear warmup, then cosine to `min_lr_ratio`·lr).
+            weight_decay: AdamW weight decay.
+            warmup_steps: linear warmup steps.
+            total_steps: length of the cosine schedule (set it to the trainer's `max_steps`).
+            time_budget_s: if set, the cosine also advances with wall time (progress = max of the
+                step and time fractions), so a run stopped by `max_time` on a busy machine still
+                ends annealed (set it a little below the trainer's `max_time`).
+            min_lr_ratio: final learning rate / peak.
+            ema_decay: EMA of the UNet weights (0 = off); the EMA weights are the ones saved.
+            output_dir: where `on_train_end` writes the diffusers folder (None = don't).
+            save_dtype: dtype of the saved UNet weights (`float16` halves the size; loads as fp32).
+            seed: seeds the UNet init and the per-step noise/timesteps.
+            recipe: the config file the run came from (recorded in the model card).
+        """
+        super().__init__()
+        unet = UNetConfig(**unet) if isinstance(unet, dict) else (unet or UNetConfig())
+        text = TextConfig(**text) if isinstance(text, dict) else (text or TextConfig())
+        self.unet_cfg, self.text_cfg = unet, text
+        self.save_hyperparameters()
+        from data.photos import PHOTOS
+
+        self.tokenizer = build_word_tokenizer(
+            [w for c in PHOTOS.values() for w in c.lower().split()], max_length=text.max_length)
+        self.text_encoder = tiny_text_encoder(len(self.tokenizer), hidden=text.hidden, max_len=text.max_length,
+                                              seed=text.seed).requires_grad_(False).eval()
+        torch.manual_seed(seed)
+        self.unet = build_unet(unet, cross_attention_dim=text.hidden)
+        self.ema = None
+        if ema_decay > 0:
+            self.ema = copy.deepcopy(self.unet).requires_grad_(False).eval()
+        self.scheduler = sd_scheduler()
+        self.register_buffer("alphas_cumprod", self.scheduler.alphas_cumprod.clone().float(), persistent=False)
+        self._emb_cache: dict[str, torch.Tensor] = {}
+        self._t0 = None
+        self.wall_time = 0.0
+        self.last_loss = float("nan")
+        self._loss_window: list[float] = []
+
+    # -- text
+    def encode(self, captions: list[str]) -> torch.Tensor:
+        missing = [c for c in dict.fromkeys(captions) if c not in self._emb_cache]
+        if missing:
+            tok = self.tokenizer(missing, padding="max_length", max_length=self.tokenizer.model_max_length,
+                                 truncation=True, return_tensors="pt")
+            with torch.no_grad():
+                emb = self.text_encoder(tok.input_ids.to(self.device))[0]
+            for c, e in zip(missing, emb):
+                self._emb_cache[c] = e
+        return torch.stack([self._emb_cache[c] for c in captions])
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.text_encoder.eval()
+        if self.ema is not None:
+            self.ema.eval()
+        return self
+
+    # -- training
+    def training_step(self, batch, batch_idx):
+        x0 = batch["pixel_values"]
+        b = x0.shape[0]
+        g = torch.Generator(device="cpu").manual_seed(self.hparams.seed * 1_000_003 + self.global_step)
+        noise = torch.randn(x0.shape, generator=g).to(x0)
+        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (b,), generator=g).to(x0.device)
+        a = self.alphas_cumprod[t].view(b, 1, 1, 1)
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        cond = self.encode(list(batch["caption"]))
+        pred = self.unet(xt, t, encoder_hidden_states=cond).sample
+        loss = F.mse_loss(pred, noise)
+        self.log("train/loss", loss, prog_bar=True)
+        self._loss_window = (self._loss_window + [float(loss.detach())])[-50:]
+        return loss
+
+    def on_train_start(self):
+        self._t0 = time.time()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        if self.ema is not None:
+            n = self.global_step
+            d = min(self.hparams.ema_decay, (1 + n) / (10 + n))
+            with torch.no_grad():
+                for pe, p in zip(self.ema.parameters(), self.unet.parameters()):
+                    pe.lerp_(p.detach(), 1 - d)
+        if self._t0 is not None:
+            self.wall_time = time.time() - self._t0
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        opt = torch.optim.AdamW(self.unet.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+
+        def lr_lambda(step):
+            if step < hp.warmup_steps:
+                return (step + 1) / hp.warmup_steps
+            frac = (step - hp.warmup_steps) / max(1, hp.total_steps - hp.warmup_steps)
+            if hp.time_budget_s and self._t0 is not None:
+                frac = max(frac, (time.time() - self._t0) / hp.time_budget_s)
+            frac = min(1.0, frac)
+            return hp.min_lr_ratio + (1 - hp.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_train_end(self):
+        self.last_loss = float(np.mean(self._loss_window)) if self._loss_window else float("nan")
+        if self.hparams.output_dir:
+            self.save_world(self.hparams.output_dir)
+
+    # -- export
+    @property
+    def final_unet(self) -> UNet2DConditionModel:
+        return self.ema if self.ema is not None else self.unet
+
+    def save_world(self, path: str | Path) -> Path:
+        """Write the diffusers layout: unet/, text_encoder/, tokenizer/, scheduler/,
+        model_index.json and a README.md model card."""
+        path = Path(path)
+        if not path.is_absolute():
+            path = REPO_ROOT / path
+        path.mkdir(parents=True, exist_ok=True)
+        unet = copy.deepcopy(self.final_unet).to(getattr(torch, self.hparams.save_dtype)).cpu()
+        unet.save_pretrained(path / "unet", safe_serialization=True)
+        self.text_encoder.save_pretrained(path / "text_encoder", safe_serialization=True)
+        self.tokenizer.save_pretrained(path / "tokenizer")
+        self.scheduler.save_pretrained(path / "scheduler")
+        steps = int(self.global_step)
+        info = {
+            "_class_name": "StableDiffusionPipeline", "_name_or_path": "tiny-world",
+            "unet": ["diffusers", "UNet2DConditionModel"], "text_encoder": ["transformers", "CLIPTextModel"],
+            "tokenizer": ["transformers", "PreTrainedTokenizerFast"], "scheduler": ["diffusers", "DDIMScheduler"],
+            "vae": [None, None],
+            "training": {"steps": steps, "final_loss": round(self.last_loss, 5), "wall_time_s": round(self.wall_time, 1),
+                         "seed": self.hparams.seed, "recipe": self.hparams.recipe},
+        }
+        (path / "model_index.json").write_text(json.dumps(info, indent=2) + "\n")
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        n_params = sum(p.numel() for p in self.final_unet.parameters())
+        batch = getattr(getattr(self.trainer, "datamodule", None), "hparams", {}) if self._trainer else {}
+        card = f"""# tiny-world
+
+A pixel-space text-to-image diffusion model (no VAE: 32×32 RGB in [-1, 1]) trained from scratch on
+CPU on the eight scikit-image photographs of `data/photos.py` (random 32×32 windows of the photos
+resized to 40×40, the geometry of the bundled pans in `data/samples/`), with caption dropout 0.1
+for classifier-free guidance. Load it with `modules.models.load_parts("tiny-world")`.
+
+- recipe: `python -m train fit -c {self.hparams.recipe or 'configs/world/tiny.yaml'}`
+- seed: {self.hparams.seed}
+- steps: {steps} (batch {dict(batch).get('batch_size', '?')})
+- final loss (ε-MSE, mean of the last 50 steps): {self.last_loss:.4f}
+- wall time: {self.wall_time / 60:.1f} min of training
+- UNet: {n_params / 1e6:.2f} M parameters, {json.dumps(asdict(self.unet_cfg))}; weights saved as {self.hparams.save_dtype}
+  (load_parts gives fp32); EMA decay {self.hparams.ema_decay}
+- text encoder: frozen random CLIP text model ({json.dumps(asdict(self.text_cfg))}), word-level tokenizer
+- scheduler: Stable Diffusion 1.x's (scaled-linear betas 0.00085–0.012, 1000 steps), DDIM sampling
+- optimiser: AdamW lr {self.hparams.lr}, weight decay {self.hparams.weight_decay}, {self.hparams.warmup_steps} warmup steps, cosine to {self.hparams.min_lr_ratio}·lr over {self.hparams.total_steps} steps
+- folder size: {size / 1e6:.1f} MB
+
+Claims measured on these weights: see `docs/world.md` and `tests/test_world_claims.py`.
+"""
+        (path / "README.md").write_text(card)
+        return path

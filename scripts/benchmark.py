@@ -1,0 +1,83 @@
+"""Benchmarks: `python scripts/benchmark.py save|stem [--out DIR]`.
+
+- `save`: SAVE (spectral shifts) vs full query fine-tuning vs LoRA on the SD1.5 UNet architecture with
+  random weights (`modules/benchmarks/save.py`); writes `<out>/save.json` and `<out>/save.md`.
+- `stem`: STEM inversion benchmarks from `modules.stem.bench`.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def run_save(args: argparse.Namespace) -> int:
+    from modules.benchmarks.save import BenchConfig, run_save_benchmark
+
+    cfg = BenchConfig(model=args.model, frames=args.frames, size=args.size, batch=args.batch, warmup=args.warmup,
+                      steps=args.steps, rounds=args.rounds, lora_rank=args.lora_rank, seed=args.seed,
+                      isolate=not args.in_process, timeout_s=args.timeout)
+    run_save_benchmark(cfg, args.out)
+    return 0
+
+
+def run_stem(args: argparse.Namespace) -> int:
+    try:
+        bench = importlib.import_module("modules.stem.bench")
+    except ImportError as e:
+        print(f"the STEM benchmark is not available: importing modules.stem.bench failed ({e})", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    bench.bench_layer(out)
+    # TODO(stem): hook for the full-UNet STEM benchmark. When modules.stem.bench grows
+    # `bench_unet_step(out)` (STEM attention inside one inflated-UNet denoising step), it runs here
+    # after the layer benchmark with no change to this script.
+    bench_unet_step = getattr(bench, "bench_unet_step", None)
+    if bench_unet_step is not None:
+        bench_unet_step(out)
+    else:
+        print("note: modules.stem.bench has no bench_unet_step yet; only the layer benchmark ran")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--out", default="benchmarks", help="output folder (default: benchmarks)")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="benchmark", required=True)
+    save = sub.add_parser("save", parents=[common], help="SAVE: spectral vs full_query vs lora")
+    save.add_argument("--model", default="sd15-random",
+                      help="`sd15-random` (SD1.5 UNet, random weights, built once in the cache), a preset "
+                           "such as `tiny-sd`, or a local diffusers folder")
+    save.add_argument("--frames", type=int, default=8)
+    save.add_argument("--size", type=int, default=32, help="latent height and width")
+    save.add_argument("--batch", type=int, default=1)
+    save.add_argument("--warmup", type=int, default=1, help="untimed steps per process")
+    save.add_argument("--steps", type=int, default=1, help="timed steps per process (per round)")
+    save.add_argument("--rounds", type=int, default=3, help="alternating rounds over the variants")
+    save.add_argument("--lora-rank", type=int, default=4)
+    save.add_argument("--seed", type=int, default=0)
+    save.add_argument("--in-process", action="store_true",
+                      help="run every variant in this process (faster start; peak RSS is then not per variant)")
+    save.add_argument("--timeout", type=float, default=1800.0, help="seconds per worker process")
+    save.set_defaults(func=run_save)
+    stem = sub.add_parser("stem", parents=[common], help="STEM inversion (modules.stem.bench)")
+    stem.set_defaults(func=run_stem)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""The benchmark code path (scripts/benchmark.py -> modules.benchmarks.save) on the tiny preset."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from modules.benchmarks.save import VARIANTS, BenchConfig, run_save_benchmark
+
+FIELDS = ("trainable_params", "query_trainable_params", "optimizer_state_bytes", "step_time_s", "peak_rss_bytes",
+          "export_bytes")
+
+
+def load_script():
+    path = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
+    spec = importlib.util.spec_from_file_location("benchmark_script", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def check_result(out: Path) -> dict:
+    data = json.loads((out / "save.json").read_text())
+    for v in VARIANTS:
+        for f in FIELDS:
+            assert f in data["variants"][v], (v, f)
+        assert data["variants"][v]["step_time_s"] > 0 and data["variants"][v]["export_bytes"] > 0
+    s, f, lo = (data["variants"][v] for v in ("spectral", "full_query", "lora"))
+    assert s["query_trainable_params"] < lo["query_trainable_params"] < f["query_trainable_params"]
+    # the temporal attention trains in every variant
+    assert s["temporal_trainable_params"] == f["temporal_trainable_params"] > 0
+    assert s["query_trainable_params"] == data["model"]["query_spectral_params"]
+    assert f["query_trainable_params"] == data["model"]["query_weight_params"]
+    assert set(data["targets"]) == {"query_params_ratio", "export_bytes", "step_time_ratio", "peak_rss"}
+    assert "| spectral |" in (out / "save.md").read_text()
+    return data
+
+
+def test_save_benchmark_smoke_tiny(tmp_path):
+    rc = load_script().main(["save", "--out", str(tmp_path), "--model", "tiny-sd", "--frames", "2", "--size", "8",
+                             "--rounds", "2", "--in-process"])
+    assert rc == 0
+    data = check_result(tmp_path)
+    assert len(data["rounds"]) == 2 and data["rounds"][1]["order"][0] == "full_query"  # order rotates
+
+
+@pytest.mark.slow
+def test_save_benchmark_isolated_workers_tiny(tmp_path):
+    """The subprocess-per-variant path used for the real run (peak RSS per variant)."""
+    run_save_benchmark(BenchConfig(model="tiny-sd", frames=2, size=8, rounds=1), tmp_path)
+    data = check_result(tmp_path)
+    assert all(data["variants"][v]["peak_rss_isolated"] for v in VARIANTS)
