@@ -23,7 +23,7 @@ def run_save(args: argparse.Namespace) -> int:
 
     cfg = BenchConfig(model=args.model, frames=args.frames, size=args.size, batch=args.batch, warmup=args.warmup,
                       steps=args.steps, rounds=args.rounds, lora_rank=args.lora_rank, seed=args.seed,
-                      isolate=not args.in_process, timeout_s=args.timeout)
+                      isolate=not args.in_process, threads=args.threads, timeout_s=args.timeout)
     run_save_benchmark(cfg, args.out)
     return 0
 
@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     save.add_argument("--seed", type=int, default=0)
     save.add_argument("--in-process", action="store_true",
                       help="run every variant in this process (faster start; peak RSS is then not per variant)")
+    save.add_argument("--threads", type=int, default=0, help="torch threads per worker (0: torch's default)")
     save.add_argument("--timeout", type=float, default=1800.0, help="seconds per worker process")
     save.set_defaults(func=run_save)
     stem = sub.add_parser("stem", parents=[common], help="STEM inversion (modules.stem.bench)")

@@ -72,7 +72,7 @@ def test_ddp_two_processes_end_identical(tmp_path):
     run_cli(["fit", "-c", str(ROOT / "configs/save/tiny.yaml"), *FAST, "--trainer.default_root_dir", str(root),
              "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
              "--trainer.logger.save_dir", str(root),
-             "--trainer.limit_val_batches", "0",
+             "--trainer.limit_val_batches", "0", "--trainer.log_every_n_steps", "1",
              "--trainer.callbacks+=modules.callbacks.consistency.DDPConsistencyCheck"], tmp_path)
     report = json.loads((root / "ddp_consistency.json").read_text())
     assert report["world_size"] == 2

@@ -67,6 +67,7 @@ class BenchConfig:
     lora_rank: int = 4
     seed: int = 0
     isolate: bool = True  # one subprocess per (round, variant)
+    threads: int = 0  # torch intra-op threads in the measuring process; 0 = torch's default
     timeout_s: float = 1800.0  # per subprocess
 
 
@@ -240,6 +241,8 @@ def measure_variant(cfg: BenchConfig, adapter: str, export: bool = True) -> dict
     from modules.adapters.export import FILES
     from modules.save import SAVEModule
 
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     model_path = resolve_bench_model(cfg.model)
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
@@ -250,7 +253,8 @@ def measure_variant(cfg: BenchConfig, adapter: str, export: bool = True) -> dict
     batch = synthetic_batch(module, cfg)
     setup_s = time.perf_counter() - t0
     gc.collect()
-    res: dict = {"adapter": adapter, "setup_s": setup_s, **param_counts(module),
+    res: dict = {"adapter": adapter, "setup_s": setup_s, "torch_threads": torch.get_num_threads(),
+                 **param_counts(module),
                  "model_tensor_bytes": tensor_bytes(module), "rss_after_setup_bytes": _proc_status_bytes("VmRSS")}
     reset = reset_peak_rss()
     times, losses = [], []
@@ -358,7 +362,8 @@ def run_save_benchmark(cfg: BenchConfig, out_dir: str | Path = "benchmarks",
         "config": asdict(cfg),
         "model": {"name": cfg.model, "path": str(model_path), **arch},
         "environment": {
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+            "torch": torch.__version__,
+            "torch_threads": runs["spectral"][0]["torch_threads"], "cpu_count": os.cpu_count(),
             "platform": platform.platform(), "python": platform.python_version(),
             "loadavg_start": list(load_start), "loadavg_end": list(os.getloadavg()),
         },
