@@ -456,3 +456,67 @@ def edit_pan(parts, source: str, targets: list[str], frame_attention: str = "per
     cfg = EditConfig(edit_prompts=[PHOTOS[t] for t in targets], num_inference_steps=num_steps,
                      guidance_scale=guidance_scale, reconstruct=reconstruct)
     return edit_clip(parts, video_unet, load_pan(source), PHOTOS[source], cfg, progress=False)
+
+
+# The claims' fixed protocol (chosen before measuring; see docs/world.md).
+EDIT_SOURCES = ["astronaut", "chelsea", "coffee", "rocket", "camera", "immunohistochemistry", "retina"]
+"""Sources of the edit claims: every photo except hubble_deep_field (near-black galaxies: its
+inversion carries almost no structure for another caption to keep; excluded in advance, as the
+prototype's galaxy-source edits failed)."""
+FRAME_MODES = ("per_frame", "first", "sparse_causal")
+
+
+def edit_pairs(seed: int) -> list[tuple[str, str]]:
+    """Pairs (source, target) of seed `seed`: each source in EDIT_SOURCES with one target among the
+    other seven photos, drawn with `random.Random(seed)`. Seed 0 is the classification claim's set."""
+    import random
+
+    from data.photos import PHOTOS
+
+    rng = random.Random(seed)
+    return [(s, rng.choice([t for t in PHOTOS if t != s])) for s in EDIT_SOURCES]
+
+
+@torch.no_grad()
+def edit_study(parts, seeds=(0, 1, 2), modes=FRAME_MODES, num_steps: int = 20, guidance_scale: float = 4.0,
+               log=print) -> dict:
+    """Edit every pair of every seed under every frame-attention mode; per (mode, seed): fraction of
+    frames classified (aligned nearest photo) as the target, pan tracking of the target, flicker,
+    warping error (ground-truth pan flow), and the reconstruction PSNR. One inversion per
+    (source, mode) serves all of that source's targets."""
+    from modules.metrics import psnr, warping_error
+    from modules.models.video_unet import VideoUNet
+
+    wins = photo_windows()
+    flow = pan_flow()
+    video_unet = VideoUNet(parts.unet, modes[0], temporal=False)
+    pairs = {s: edit_pairs(s) for s in seeds}
+    rows = []
+    for mode in modes:
+        for src in EDIT_SOURCES:
+            targets = sorted({t for s in seeds for (a, t) in pairs[s] if a == src})
+            t0 = time.time()
+            res = edit_pan(parts, src, targets, mode, num_steps, guidance_scale, reconstruct=True, video_unet=video_unet)
+            rec_psnr = psnr(res.source[0], res.reconstruction[0]).tolist()
+            from data.photos import PHOTOS
+
+            for tgt in targets:
+                vid = res.edits[PHOTOS[tgt]]
+                labels, _ = classify_frames(vid, windows=wins)
+                rows.append({
+                    "mode": mode, "source": src, "target": tgt,
+                    "target_frames": sum(lab == tgt for lab in labels) / len(labels),
+                    "tracking": pan_tracking(vid, tgt, windows=wins),
+                    "flicker": flicker(vid),
+                    "warp_error": warping_error(res.source[0], vid[0], flow)[0],
+                    "recon_psnr_min": min(rec_psnr),
+                })
+            log(f"{mode:14s} {src:22s} -> {targets}  recon min {min(rec_psnr):.1f} dB  ({time.time() - t0:.0f}s)")
+    summary = {}
+    for mode in modes:
+        for s in seeds:
+            sel = [r for r in rows if r["mode"] == mode and (r["source"], r["target"]) in pairs[s]]
+            summary[f"{mode}/seed{s}"] = {k: float(np.mean([r[k] for r in sel]))
+                                          for k in ("target_frames", "tracking", "flicker", "warp_error", "recon_psnr_min")}
+    return {"rows": rows, "summary": summary, "pairs": {s: pairs[s] for s in seeds},
+            "num_steps": num_steps, "guidance_scale": guidance_scale}

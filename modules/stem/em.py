@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +43,6 @@ _EPS = 1e-4
 # once when ``token_chunk`` is not given.  2**23 fp32 entries = 32 MiB (e.g. 4096 tokens x 8 heads
 # x 256 bases); larger chunks gain nothing on CPU, smaller ones pay per-op threading overhead.
 DEFAULT_CHUNK_ELEMENTS = 1 << 23
-_INPLACE_SOFTMAX = True
 
 
 def _check_args(k: torch.Tensor, v: Optional[torch.Tensor], tau: float, iters: int, init: str) -> None:
@@ -113,17 +112,18 @@ def em_bases(
         return_history: also return the list of objectives ``sum_n max_j k_n . mu_hat_j`` for the
             bases before each iteration and after the last one (``iters + 1`` values, fp64,
             summed over all groups).  In the hard limit (tau -> 0) this is the spherical k-means
-            objective and never decreases.  Costs one extra E-step.
+            objective and never decreases.  Costs one extra logits pass.
         compute_dtype: dtype of the internal computation (fp32 default).
+
+    The iterations run without autograd (as in the released code, bases are constants for the
+    attention that uses them).
 
     Returns:
         ``(mu_k, mu_v)`` shaped ``(..., K, d)`` / ``(..., K, d_v)`` in the input dtype
         (``mu_v`` is ``None`` if ``v`` is ``None``); plus the history if requested.
     """
     _check_args(k, v, tau, iters, init)
-    lead = k.shape[:-2]
-    M, d = k.shape[-2], k.shape[-1]
-    dv = v.shape[-1] if v is not None else 0
+    M = k.shape[-2]
     if M < 1:
         raise ValueError("STEM EM: need at least one token")
     K = int(num_bases)
@@ -135,8 +135,17 @@ def em_bases(
         )
         K = M
 
+    with torch.no_grad():
+        return _em(k, v, K, float(tau), iters, generator, token_chunk, init, return_history,
+                   compute_dtype, max_chunk_elements)
+
+
+def _em(k, v, K, tau, iters, generator, token_chunk, init, return_history, cdt, max_chunk_elements):
+    """Body of :func:`em_bases` (arguments validated, K clamped); runs under ``no_grad``."""
+    lead = k.shape[:-2]
+    M, d = k.shape[-2], k.shape[-1]
+    dv = v.shape[-1] if v is not None else 0
     out_dtype = k.dtype
-    cdt = compute_dtype
     G = int(math.prod(lead)) if len(lead) else 1
     k3 = k.reshape(G, M, d)
     v3 = v.reshape(G, M, dv) if v is not None else None
@@ -146,7 +155,6 @@ def em_bases(
     token_chunk = int(token_chunk)
     if token_chunk < 1:
         raise ValueError(f"STEM EM: token_chunk must be >= 1, got {token_chunk}")
-    chunked = token_chunk < M
 
     # Tokens stored once as [k, 1, v] in the compute dtype: Z^T [k, 1] gives (Z^T k, colsum) and
     # Z^T [k, 1, v] additionally Z^T v, each in a single matmul.
@@ -166,15 +174,20 @@ def em_bases(
     buf = torch.empty(G * chunk * K, dtype=cdt, device=k.device)
     obj = [0.0]
 
-    def responsibilities(lo: int, hi: int, w_t: torch.Tensor) -> torch.Tensor:
-        """E-step on tokens [lo, hi): Z = softmax_K(k mu_hat^T / tau), shape (G, hi - lo, K)."""
-        z = buf[: G * (hi - lo) * K].view(G, hi - lo, K)
-        torch.bmm(keys[:, lo:hi], w_t, out=z)  # logits
+    def logits(lo: int, hi: int, w_t: torch.Tensor) -> torch.Tensor:
+        """k mu_hat^T / tau on tokens [lo, hi), (G, hi - lo, K), written into the reused buffer."""
+        z = torch.bmm(keys[:, lo:hi], w_t, out=buf[: G * (hi - lo) * K].view(G, hi - lo, K))
         if return_history:  # spherical k-means objective of the current bases (tau * max logit)
             obj[0] += z.amax(dim=-1).double().sum().item() * tau
-        # softmax along the last dim (row max subtracted); in place on the logits buffer
-        torch._softmax(z, -1, False, out=z) if _INPLACE_SOFTMAX else z.copy_(torch.softmax(z, dim=-1))
         return z
+
+    def responsibilities(lo: int, hi: int, w_t: torch.Tensor) -> torch.Tensor:
+        """E-step on tokens [lo, hi): Z = softmax_K(k mu_hat^T / tau), shape (G, hi - lo, K)."""
+        z = logits(lo, hi, w_t)
+        # softmax along the last dim (the kernel subtracts the row max)
+        if z.is_cpu:  # in place on the reused logits buffer: no fresh M x K allocation per chunk
+            return torch._softmax(z, -1, False, out=z)
+        return torch.softmax(z, dim=-1)
 
     acc = None
     denom = None
@@ -183,9 +196,7 @@ def em_bases(
         if r == iters:  # objective of the final bases: one extra logits-only pass
             obj[0] = 0.0
             for s in range(0, M, chunk):
-                z = buf[: G * (min(M, s + chunk) - s) * K].view(G, -1, K)
-                torch.bmm(keys[:, s : s + chunk], w_t, out=z)
-                obj[0] += z.amax(dim=-1).double().sum().item() * tau
+                logits(s, min(M, s + chunk), w_t)
             history.append(obj[0])
             break
         rhs = tok if r == iters - 1 else k1  # the last M-step also produces Z^T v
