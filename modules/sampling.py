@@ -53,6 +53,7 @@ class LoopState:
     cond: torch.Tensor | None = None
     trajectory: list[torch.Tensor] = field(default_factory=list)  # inversion: z_0, z_t1, ..., z_T
     extras: dict = field(default_factory=dict)
+    denoiser: object = None  # the model being run (callbacks install processors on it)
 
 
 class DDIMLoop:
@@ -110,7 +111,7 @@ class DDIMLoop:
     # -- phases --------------------------------------------------------------------------------
     def invert(self, z0: torch.Tensor, cond: torch.Tensor, uncond=None, guidance_scale: float = 1.0) -> LoopState:
         """DDIM inversion z_0 → z_T; returns the state with every z_t kept in `trajectory`."""
-        state = LoopState("invert", list(self.timesteps), z=z0, cond=cond, trajectory=[z0])
+        state = LoopState("invert", list(self.timesteps), z=z0, cond=cond, trajectory=[z0], denoiser=self.denoiser)
         for cb in self.callbacks:
             cb.on_phase_start(state)
         z = z0
@@ -135,7 +136,7 @@ class DDIMLoop:
         """DDIM sampling z_T → z_0 (CFG when `uncond` is given and scale ≠ 1). `source` (the
         inversion state) and `label` ("reconstruct" | "edit") are visible to callbacks."""
         order = list(reversed(self.timesteps))
-        state = LoopState("sample", order, cond=cond, extras={"label": label})
+        state = LoopState("sample", order, cond=cond, extras={"label": label}, denoiser=self.denoiser)
         if source is not None:
             state.extras["source"] = source
         for cb in self.callbacks:

@@ -491,7 +491,7 @@ def edit_study(parts, seeds=(0, 1, 2), modes=FRAME_MODES, num_steps: int = 20, g
     flow = pan_flow()
     video_unet = VideoUNet(parts.unet, modes[0], temporal=False)
     pairs = {s: edit_pairs(s) for s in seeds}
-    rows = []
+    rows, videos = [], {}
     for mode in modes:
         for src in EDIT_SOURCES:
             targets = sorted({t for s in seeds for (a, t) in pairs[s] if a == src})
@@ -499,6 +499,9 @@ def edit_study(parts, seeds=(0, 1, 2), modes=FRAME_MODES, num_steps: int = 20, g
             res = edit_pan(parts, src, targets, mode, num_steps, guidance_scale, reconstruct=True, video_unet=video_unet)
             rec_psnr = psnr(res.source[0], res.reconstruction[0]).tolist()
             from data.photos import PHOTOS
+
+            videos[(mode, src)] = {"source": res.source, "reconstruction": res.reconstruction,
+                                   **{t: res.edits[PHOTOS[t]] for t in targets}}
 
             for tgt in targets:
                 vid = res.edits[PHOTOS[tgt]]
@@ -518,5 +521,5 @@ def edit_study(parts, seeds=(0, 1, 2), modes=FRAME_MODES, num_steps: int = 20, g
             sel = [r for r in rows if r["mode"] == mode and (r["source"], r["target"]) in pairs[s]]
             summary[f"{mode}/seed{s}"] = {k: float(np.mean([r[k] for r in sel]))
                                           for k in ("target_frames", "tracking", "flicker", "warp_error", "recon_psnr_min")}
-    return {"rows": rows, "summary": summary, "pairs": {s: pairs[s] for s in seeds},
+    return {"rows": rows, "summary": summary, "videos": videos, "pairs": {s: pairs[s] for s in seeds},
             "num_steps": num_steps, "guidance_scale": guidance_scale}

@@ -9,12 +9,16 @@ A step is one `SAVEModule.training_step` (diffusion loss + spectral regulariser)
 random text embeddings `(L, 768)`, so only the UNet is measured.
 
 Measurement protocol (CPU timings are noisy on a shared machine, so ratios come from one run):
-- every (round, variant) runs in a fresh subprocess (`isolate=True`), so peak RSS is per variant;
-  the peak is the process's high-water mark reset after the model is built (`/proc/self/clear_refs`),
-  i.e. resident model + training; `process_peak_rss_bytes` (`ru_maxrss`) also includes loading;
-- variants alternate round-robin with a rotating order, each process does `warmup` untimed steps then
-  `steps` timed ones; `step_time_s` is the median over all timed steps of a variant and the step-time
-  ratio is the median of the per-round ratios spectral / full_query.
+- each variant lives in its own long-lived worker process (`isolate=True`; loaded once, one at a
+  time), so peak RSS is per variant: the process's high-water mark reset after the model is built
+  (`/proc/self/clear_refs`), i.e. resident model + training; `process_peak_rss_bytes` (`ru_maxrss`)
+  also includes loading. Workers hand freed heap back to the OS after each step (`malloc_trim`) so the
+  idle ones hold only their tensors;
+- every variant does `warmup` untimed steps, then the parent drives `rounds` rounds round-robin with a
+  rotating order (`steps` timed steps per variant per round); `step_time_s` is the median over all
+  timed steps of a variant and the step-time ratio is the median of the per-round ratios
+  spectral / full_query.
+`isolate=False` runs the same protocol with all variants resident in one process (smoke test).
 
 The SD1.5 architecture with random weights (`sd15-random`) is built once into the cache folder
 (`$VIDTUNE_CACHE` or `~/.cache/vidtune`, `sd15-random/`) in diffusers layout, with a tiny VAE and a
@@ -61,12 +65,12 @@ class BenchConfig:
     frames: int = 8
     size: int = 32  # latent height = width
     batch: int = 1
-    warmup: int = 1  # untimed steps per process
-    steps: int = 1  # timed steps per process (per round)
+    warmup: int = 1  # untimed steps per variant, before the rounds
+    steps: int = 1  # timed steps per variant in each round
     rounds: int = 3
     lora_rank: int = 4
     seed: int = 0
-    isolate: bool = True  # one subprocess per (round, variant)
+    isolate: bool = True  # one worker process per variant (else all variants in this process)
     threads: int = 0  # torch intra-op threads in the measuring process; 0 = torch's default
     timeout_s: float = 1800.0  # per subprocess
 
@@ -236,63 +240,172 @@ def train_step(module, opt: torch.optim.Optimizer, batch: dict) -> float:
     return float(loss.detach())
 
 
-def measure_variant(cfg: BenchConfig, adapter: str, export: bool = True) -> dict:
-    """Build SAVEModule with `adapter` on `cfg.model`, run warm-up + timed steps, measure, export."""
-    from modules.adapters.export import FILES
-    from modules.save import SAVEModule
-
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    model_path = resolve_bench_model(cfg.model)
-    t0 = time.perf_counter()
-    torch.manual_seed(cfg.seed)
-    module = SAVEModule(model=str(model_path), adapter=adapter, temporal="full", lora_rank=cfg.lora_rank,
-                        seed=cfg.seed)
-    module.train()
-    opt = module.configure_optimizers()
-    batch = synthetic_batch(module, cfg)
-    setup_s = time.perf_counter() - t0
+def release_free_memory() -> None:
+    """Return freed heap memory to the OS (glibc), so an idle worker's RSS is its resident tensors."""
     gc.collect()
-    res: dict = {"adapter": adapter, "setup_s": setup_s, "torch_threads": torch.get_num_threads(),
-                 **param_counts(module),
-                 "model_tensor_bytes": tensor_bytes(module), "rss_after_setup_bytes": _proc_status_bytes("VmRSS")}
-    reset = reset_peak_rss()
-    times, losses = [], []
-    for i in range(cfg.warmup + cfg.steps):
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+class VariantSession:
+    """One SAVEModule variant ready to step: built, optimiser made, batch cached, RSS peak reset."""
+
+    def __init__(self, cfg: BenchConfig, adapter: str):
+        from modules.save import SAVEModule
+
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.cfg, self.adapter = cfg, adapter
+        model_path = resolve_bench_model(cfg.model)
+        t0 = time.perf_counter()
+        torch.manual_seed(cfg.seed)
+        self.module = SAVEModule(model=str(model_path), adapter=adapter, temporal="full", lora_rank=cfg.lora_rank,
+                                 seed=cfg.seed)
+        self.module.train()
+        self.opt = self.module.configure_optimizers()
+        self.batch = synthetic_batch(self.module, cfg)
+        release_free_memory()
+        self.info = {"adapter": adapter, "setup_s": time.perf_counter() - t0, "torch_threads": torch.get_num_threads(),
+                     **param_counts(self.module), "model_tensor_bytes": tensor_bytes(self.module),
+                     "rss_after_setup_bytes": _proc_status_bytes("VmRSS"), "process_peak_rss_setup_bytes": ru_maxrss_bytes()}
+        self.peak_reset = reset_peak_rss()
+
+    def step(self) -> dict:
         t = time.perf_counter()
-        losses.append(train_step(module, opt, batch))
-        if i >= cfg.warmup:
-            times.append(time.perf_counter() - t)
-    res["step_times_s"] = times
-    res["losses"] = losses
-    res["peak_rss_reset"] = reset
-    res["process_peak_rss_bytes"] = ru_maxrss_bytes()
-    res["peak_rss_bytes"] = _proc_status_bytes("VmHWM") if reset else res["process_peak_rss_bytes"]
-    res.update(optimizer_state_bytes(opt))
-    if export:
-        with tempfile.TemporaryDirectory(prefix="vidtune-bench-export-") as tmp:
-            out = module.export(tmp)
-            sizes = {f.name: f.stat().st_size for f in Path(out).iterdir()}
-        res["export_files"] = sizes
-        res["export_bytes"] = sizes[FILES[adapter]]
-        res["temporal_export_bytes"] = sizes.get(FILES["temporal"], 0)
-    return res
+        loss = train_step(self.module, self.opt, self.batch)
+        dt = time.perf_counter() - t
+        release_free_memory()  # outside the timed region; lets idle workers coexist
+        return {"time_s": dt, "loss": loss}
+
+    def finish(self, export: bool) -> dict:
+        from modules.adapters.export import FILES
+
+        res = dict(self.info)
+        res["peak_rss_reset"] = self.peak_reset
+        res["process_peak_rss_bytes"] = ru_maxrss_bytes()
+        res["peak_rss_bytes"] = _proc_status_bytes("VmHWM") if self.peak_reset else res["process_peak_rss_bytes"]
+        res.update(optimizer_state_bytes(self.opt))
+        if export:  # after the RSS reading: serialising allocates
+            with tempfile.TemporaryDirectory(prefix="vidtune-bench-export-") as tmp:
+                out = self.module.export(tmp)
+                sizes = {f.name: f.stat().st_size for f in Path(out).iterdir()}
+            res["export_files"] = sizes
+            res["export_bytes"] = sizes[FILES[self.adapter]]
+            res["temporal_export_bytes"] = sizes.get(FILES["temporal"], 0)
+        return res
 
 
-def _run_isolated(cfg: BenchConfig, adapter: str, export: bool) -> dict:
-    """`measure_variant` in a fresh interpreter (its own peak RSS)."""
-    with tempfile.TemporaryDirectory(prefix="vidtune-bench-") as tmp:
-        result = Path(tmp) / "result.json"
-        cmd = [sys.executable, "-m", "modules.benchmarks.save", "--worker", json.dumps(asdict(cfg)), adapter,
-               "1" if export else "0", str(result)]
+class LocalRunner:
+    """A variant in this process (`isolate=False`: all variants resident in one process)."""
+
+    def __init__(self, cfg: BenchConfig, adapter: str):
+        self.session = VariantSession(cfg, adapter)
+        self.info = self.session.info
+
+    def step(self) -> dict:
+        return self.session.step()
+
+    def finish(self, export: bool) -> dict:
+        return self.session.finish(export)
+
+    def close(self) -> None:
+        self.session = None
+
+
+_MARK = "@@vidtune-bench "
+
+
+class ProcessRunner:
+    """A variant in its own long-lived worker process, driven over stdin/stdout (one JSON line each way),
+    so its peak RSS is its own while the variants still alternate step by step."""
+
+    def __init__(self, cfg: BenchConfig, adapter: str):
+        import queue
+        import threading
+
+        self.adapter, self.timeout = adapter, cfg.timeout_s
+        self.log = tempfile.NamedTemporaryFile(prefix=f"vidtune-bench-{adapter}-", suffix=".log", delete=False)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
         env.setdefault("HF_HUB_OFFLINE", "1")
-        proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=cfg.timeout_s)
-        if proc.returncode != 0 or not result.exists():
-            tail = "\n".join(proc.stderr.strip().splitlines()[-25:])
-            raise RuntimeError(f"benchmark worker for '{adapter}' failed (exit {proc.returncode}):\n{tail}")
-        return json.loads(result.read_text())
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "modules.benchmarks.save", "--worker", json.dumps(asdict(cfg)), adapter],
+            cwd=REPO_ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
+            bufsize=1,
+        )
+        self.lines: queue.Queue = queue.Queue()
+
+        def pump():
+            for line in self.proc.stdout:
+                if line.startswith(_MARK):
+                    self.lines.put(line[len(_MARK):])
+            self.lines.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+        self.info = self._recv()
+
+    def _recv(self) -> dict:
+        import queue
+
+        try:
+            line = self.lines.get(timeout=self.timeout)
+        except queue.Empty:
+            self.close()
+            raise TimeoutError(f"benchmark worker '{self.adapter}' gave no answer in {self.timeout:.0f} s") from None
+        if line is None:
+            self.proc.wait()
+            self.log.flush()
+            tail = "\n".join(Path(self.log.name).read_text(errors="replace").strip().splitlines()[-25:])
+            raise RuntimeError(f"benchmark worker '{self.adapter}' exited ({self.proc.returncode}):\n{tail}")
+        return json.loads(line)
+
+    def _call(self, op: str, **kw) -> dict:
+        self.proc.stdin.write(json.dumps({"op": op, **kw}) + "\n")
+        self.proc.stdin.flush()
+        return self._recv()
+
+    def step(self) -> dict:
+        return self._call("step")
+
+    def finish(self, export: bool) -> dict:
+        return self._call("finish", export=export)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(timeout=60)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        Path(self.log.name).unlink(missing_ok=True)
+
+
+def _serve(cfg: BenchConfig, adapter: str) -> None:
+    """Worker side of `ProcessRunner`: answers `step` / `finish` commands read from stdin."""
+    channel = sys.stdout
+    sys.stdout = sys.stderr  # library prints must not mix with the answers
+
+    def send(obj: dict) -> None:
+        channel.write(_MARK + json.dumps(obj) + "\n")
+        channel.flush()
+
+    session = VariantSession(cfg, adapter)
+    send(session.info)
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        if cmd["op"] == "step":
+            send(session.step())
+        elif cmd["op"] == "finish":
+            send(session.finish(cmd["export"]))
+            return
+        else:
+            raise ValueError(f"unknown command {cmd!r}")
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -313,48 +426,66 @@ def run_save_benchmark(cfg: BenchConfig, out_dir: str | Path = "benchmarks",
     arch = architecture_summary(model_path / "unet")
     log(f"model {cfg.model} ({model_path}): {arch['unet_params'] / 1e6:.1f}M UNet params, "
         f"{arch['query_layers']} query layers; {cfg.frames} frames x {cfg.size}x{cfg.size} latents, batch {cfg.batch}")
-    measure = _run_isolated if cfg.isolate else measure_variant
-    runs: dict[str, list[dict]] = {v: [] for v in VARIANTS}
-    rounds = []
-    for r in range(cfg.rounds):
-        order = VARIANTS[r % len(VARIANTS):] + VARIANTS[: r % len(VARIANTS)]
-        row = {"order": list(order), "step_time_s": {}}
-        for v in order:
-            res = measure(cfg, v, export=(r == 0))
-            runs[v].append(res)
-            row["step_time_s"][v] = _median(res["step_times_s"])
-            log(f"round {r + 1}/{cfg.rounds} {v:>10}: step {row['step_time_s'][v]:.3f} s, "
-                f"peak RSS {res['peak_rss_bytes'] / 1e9:.2f} GB, loss {res['losses'][-1]:.4f}")
-        row["ratio_spectral_full_query"] = row["step_time_s"]["spectral"] / row["step_time_s"]["full_query"]
-        rounds.append(row)
+    make = ProcessRunner if cfg.isolate else LocalRunner
+    runners: dict[str, LocalRunner | ProcessRunner] = {}
+    times: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    losses: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    rounds, finals = [], {}
+    try:
+        for v in VARIANTS:  # one at a time: loading is the memory-hungry part
+            runners[v] = make(cfg, v)
+            info = runners[v].info
+            log(f"{v:>10}: ready in {info['setup_s']:.1f} s, {info['trainable_params']:,} trainable params "
+                f"({info['query_trainable_params']:,} query), RSS {(info['rss_after_setup_bytes'] or 0) / 1e9:.2f} GB")
+        for v in VARIANTS:
+            for _ in range(cfg.warmup):
+                s = runners[v].step()
+                losses[v].append(s["loss"])
+                log(f"{v:>10}: warm-up step {s['time_s']:.2f} s, loss {s['loss']:.4f}")
+        for r in range(cfg.rounds):
+            order = VARIANTS[r % len(VARIANTS):] + VARIANTS[: r % len(VARIANTS)]
+            row = {"order": list(order), "step_time_s": {}}
+            for v in order:
+                ts = []
+                for _ in range(cfg.steps):
+                    s = runners[v].step()
+                    ts.append(s["time_s"])
+                    losses[v].append(s["loss"])
+                times[v] += ts
+                row["step_time_s"][v] = _median(ts)
+                log(f"round {r + 1}/{cfg.rounds} {v:>10}: step {row['step_time_s'][v]:.2f} s")
+            row["ratio_spectral_full_query"] = row["step_time_s"]["spectral"] / row["step_time_s"]["full_query"]
+            rounds.append(row)
+        for v in VARIANTS:
+            finals[v] = runners[v].finish(export=True)
+            runners.pop(v).close()
+            release_free_memory()
+    finally:
+        for runner in runners.values():
+            runner.close()
 
     variants = {}
-    for v, rs in runs.items():
-        first = rs[0]
-        for k in ("trainable_params", "query_trainable_params", "optimizer_state_bytes"):
-            if any(x[k] != first[k] for x in rs):
-                raise RuntimeError(f"{v}: {k} differs between rounds: {[x[k] for x in rs]}")
-        all_times = [t for x in rs for t in x["step_times_s"]]
+    for v in VARIANTS:
+        f = finals[v]
         variants[v] = {
-            "trainable_params": first["trainable_params"],
-            "query_trainable_params": first["query_trainable_params"],
-            "temporal_trainable_params": first["temporal_trainable_params"],
-            "optimizer_state_bytes": first["optimizer_state_bytes"],
-            "query_optimizer_state_bytes": first["query_optimizer_state_bytes"],
-            "step_time_s": _median(all_times),
-            "step_times_s": all_times,
-            "peak_rss_bytes": int(_median([x["peak_rss_bytes"] for x in rs])),
-            "peak_rss_bytes_rounds": [x["peak_rss_bytes"] for x in rs],
+            "trainable_params": f["trainable_params"],
+            "query_trainable_params": f["query_trainable_params"],
+            "temporal_trainable_params": f["temporal_trainable_params"],
+            "optimizer_state_bytes": f["optimizer_state_bytes"],
+            "query_optimizer_state_bytes": f["query_optimizer_state_bytes"],
+            "step_time_s": _median(times[v]),
+            "step_times_s": times[v],
+            "peak_rss_bytes": f["peak_rss_bytes"],
             "peak_rss_isolated": cfg.isolate,
-            "peak_rss_excludes_loading": all(x["peak_rss_reset"] for x in rs),
-            "process_peak_rss_bytes": max(x["process_peak_rss_bytes"] for x in rs),
-            "rss_after_setup_bytes": int(_median([x["rss_after_setup_bytes"] or 0 for x in rs])),
-            "model_tensor_bytes": first["model_tensor_bytes"],
-            "export_bytes": first["export_bytes"],
-            "temporal_export_bytes": first["temporal_export_bytes"],
-            "export_files": first["export_files"],
-            "setup_s": _median([x["setup_s"] for x in rs]),
-            "losses": [x["losses"] for x in rs],
+            "peak_rss_excludes_loading": f["peak_rss_reset"],
+            "process_peak_rss_bytes": f["process_peak_rss_bytes"],
+            "rss_after_setup_bytes": f["rss_after_setup_bytes"],
+            "model_tensor_bytes": f["model_tensor_bytes"],
+            "export_bytes": f["export_bytes"],
+            "temporal_export_bytes": f["temporal_export_bytes"],
+            "export_files": f["export_files"],
+            "setup_s": f["setup_s"],
+            "losses": losses[v],
         }
     ratio = _median([r["ratio_spectral_full_query"] for r in rounds])
     result = {
@@ -362,9 +493,8 @@ def run_save_benchmark(cfg: BenchConfig, out_dir: str | Path = "benchmarks",
         "config": asdict(cfg),
         "model": {"name": cfg.model, "path": str(model_path), **arch},
         "environment": {
-            "torch": torch.__version__,
-            "torch_threads": runs["spectral"][0]["torch_threads"], "cpu_count": os.cpu_count(),
-            "platform": platform.platform(), "python": platform.python_version(),
+            "torch": torch.__version__, "torch_threads": finals["spectral"]["torch_threads"],
+            "cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
             "loadavg_start": list(load_start), "loadavg_end": list(os.getloadavg()),
         },
         "variants": variants,
@@ -439,15 +569,8 @@ def markdown_report(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _worker_main(argv: list[str]) -> None:
-    cfg_json, adapter, export, result = argv
-    cfg = BenchConfig(**json.loads(cfg_json))
-    res = measure_variant(cfg, adapter, export=export == "1")
-    Path(result).write_text(json.dumps(res))
-
-
 if __name__ == "__main__":
-    if len(sys.argv) == 6 and sys.argv[1] == "--worker":
-        _worker_main(sys.argv[2:])
+    if len(sys.argv) == 4 and sys.argv[1] == "--worker":
+        _serve(BenchConfig(**json.loads(sys.argv[2])), sys.argv[3])
     else:
         sys.exit("internal worker entry point; run `python scripts/benchmark.py save` instead")

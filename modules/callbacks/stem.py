@@ -1,0 +1,197 @@
+"""STEM inversion as an inference callback: EM low-rank bases over the whole video's self-attention
+tokens replace frame attention during DDIM inversion (and the reconstruction pass).
+
+Use it in a recipe (`trainer.callbacks: - class_path: modules.callbacks.stem.STEMInversion`), in
+`scripts/edit.py --inversion stem`, or directly: `edit_clip(..., callbacks=[STEMInversion()])`.
+It composes with any trained model (e.g. a SAVE-tuned UNet): it only swaps the `attn1` processors
+of the `VideoUNet` for the phases it covers and restores them afterwards.
+
+Editing after inversion: by default the edit is sampled through the model's own (inflated) frame
+attention with CFG; `feature_injection=True` adds plug-and-play injection from the inverted
+source trajectory (decoder ResNet features for the first 80% of steps, decoder self-attention
+queries/keys for the first 50%), TokenFlow-keyframe style.
+"""
+from __future__ import annotations
+
+import warnings
+
+import lightning as L
+import torch
+from einops import rearrange
+
+from modules.models.video_unet import FrameAttnProcessor, VideoContext, attention_heads, gather_frames
+from modules.sampling import LoopState, SamplingCallback
+from modules.stem import stem_attention
+
+
+class STEMAttnProcessor:
+    """Self-attention of every frame's queries onto K EM bases of all frames' keys/values."""
+
+    def __init__(self, ctx: VideoContext, num_bases: int, tau: float, iters: int, chunk_frames: int | None,
+                 generator: torch.Generator | None, max_attention_bytes: float):
+        self.ctx, self.K, self.tau, self.iters = ctx, num_bases, tau, iters
+        self.chunk_frames, self.generator, self.max_bytes = chunk_frames, generator, max_attention_bytes
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kw):
+        f = self.ctx.num_frames
+        x = hidden_states
+        bf, n, c = x.shape
+        h = attn.heads
+        q, k, v = attn.to_q(x), attn.to_k(x), attn.to_v(x)
+        chunk = self.chunk_frames or f
+        # (B·nchunks, heads, chunk·N, d): bases per chunk of frames (all frames by default)
+        def split(t):
+            t = rearrange(t, "(b f) n (h d) -> b f n h d", f=f, h=h)
+            pad = (-f) % chunk
+            if pad:
+                t = torch.cat([t, t[:, -1:].expand(-1, pad, -1, -1, -1)], dim=1)
+            return rearrange(t, "b (g c) n h d -> (b g) h (c n) d", c=chunk)
+
+        qs, ks, vs = split(q), split(k), split(v)
+        est = qs.shape[0] * h * qs.shape[2] * min(self.K, ks.shape[2]) * 4 * 2
+        if est > self.max_bytes:
+            raise MemoryError(
+                f"STEM attention over {f} frames × {n} tokens would need ~{est / 2**30:.1f} GiB per layer "
+                f"(limit {self.max_bytes / 2**30:.1f} GiB); set chunk_frames (e.g. chunk_frames=8, as in the "
+                "released code) or raise max_attention_gib."
+            )
+        out = stem_attention(qs, ks, vs, num_bases=self.K, tau=self.tau, iters=self.iters, generator=self.generator)
+        out = rearrange(out, "(b g) h (c n) d -> b (g c) n (h d)", b=bf // f, c=chunk, n=n)[:, :f]
+        out = rearrange(out, "b f n e -> (b f) n e").to(q.dtype)
+        return attn.to_out[1](attn.to_out[0](out))
+
+
+class _PnPState:
+    def __init__(self):
+        self.mode = "off"  # off | record | inject
+        self.features: dict[str, torch.Tensor] = {}
+
+
+class PnPFrameAttnProcessor(FrameAttnProcessor):
+    """Frame attention whose queries/keys can be recorded from the source pass and injected."""
+
+    def __init__(self, ctx, mode, name, pnp: _PnPState):
+        super().__init__(ctx, mode)
+        self.name, self.pnp = name, pnp
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kw):
+        x = hidden_states
+        q, k, v = attn.to_q(x), attn.to_k(x), attn.to_v(x)
+        if self.pnp.mode == "record":
+            self.pnp.features[self.name] = (q.detach(), k.detach())
+        elif self.pnp.mode == "inject" and self.name in self.pnp.features:
+            sq, sk = self.pnp.features[self.name]
+            reps = q.shape[0] // sq.shape[0]
+            q, k = sq.repeat(reps, 1, 1), sk.repeat(reps, 1, 1)
+        f = self.ctx.num_frames
+        return attention_heads(attn, q, gather_frames(k, f, self.mode), gather_frames(v, f, self.mode))
+
+
+class STEMInversion(L.Callback, SamplingCallback):
+    def __init__(self, num_bases: int = 256, tau: float = 0.01, iters: int = 5, chunk_frames: int | None = None,
+                 during_reconstruction: bool = True, feature_injection: bool = False,
+                 resnet_injection: float = 0.8, attention_injection: float = 0.5, seed: int = 0,
+                 max_attention_gib: float = 8.0):
+        """
+        Args:
+            num_bases: K bases per head (paper Table 1: 128/256/512).
+            tau: E-step temperature (released code 0.01; paper 0.05). Must be > 0.
+            iters: EM iterations R (released code 5; paper 3).
+            chunk_frames: bases per chunk of this many frames (released code: 8); None = all frames.
+            during_reconstruction: also use STEM attention for the CFG-1 reconstruction pass.
+            feature_injection: plug-and-play injection from the source trajectory while editing.
+            resnet_injection: fraction of sampling steps with decoder ResNet features injected.
+            attention_injection: fraction of sampling steps with decoder self-attention q/k injected.
+            seed: seeds the Gaussian initialisation of the bases.
+            max_attention_gib: refuse a layer whose STEM attention would exceed this (suggests chunking).
+        """
+        if tau <= 0:
+            raise ValueError(f"STEMInversion: tau must be > 0 (got {tau}); the released code uses 0.01")
+        if iters < 1:
+            raise ValueError(f"STEMInversion: iters must be >= 1 (got {iters})")
+        self.num_bases, self.tau, self.iters, self.chunk_frames = num_bases, tau, iters, chunk_frames
+        self.during_reconstruction = during_reconstruction
+        self.feature_injection = feature_injection
+        self.resnet_injection, self.attention_injection = resnet_injection, attention_injection
+        self.seed, self.max_bytes = seed, max_attention_gib * 2**30
+        self._previous = None
+        self._pnp = _PnPState()
+        self._hooks = []
+        self._warned = False
+
+    # Lightning: register with the module's sampling loop
+    def setup(self, trainer, pl_module, stage):
+        if self not in pl_module.sampling_callbacks:
+            pl_module.sampling_callbacks.append(self)
+
+    # sampling-loop hooks
+    def _uses_stem(self, state: LoopState) -> bool:
+        return state.phase == "invert" or (self.during_reconstruction and state.extras.get("label") == "reconstruct")
+
+    def on_phase_start(self, state: LoopState) -> None:
+        vunet = state.denoiser
+        if self._uses_stem(state):
+            g = torch.Generator().manual_seed(self.seed)
+            def factory(name, attn):
+                return STEMAttnProcessor(vunet.ctx, self.num_bases, self.tau, self.iters, self.chunk_frames, g,
+                                         self.max_bytes)
+
+            self._previous = vunet.set_self_attention_processor(factory)
+        elif self.feature_injection and state.extras.get("label") == "edit" and "source" in state.extras:
+            self._install_pnp(vunet)
+
+    def on_phase_end(self, state: LoopState) -> None:
+        vunet = state.denoiser
+        if self._previous is not None:
+            vunet.restore_self_attention_processors(self._previous)
+            self._previous = None
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+        self._pnp.mode, self._pnp.features = "off", {}
+
+    # plug-and-play feature injection ------------------------------------------------------------
+    def _install_pnp(self, vunet) -> None:
+        pnp = self._pnp
+        self._previous = vunet.set_self_attention_processor(
+            lambda name, attn: PnPFrameAttnProcessor(vunet.ctx, vunet.frame_attention, name, pnp)
+            if name.startswith("up_blocks") else FrameAttnProcessor(vunet.ctx, vunet.frame_attention)
+        )
+        # ResNet features of one decoder layer (PnP's choice: the second decoder block's second
+        # ResNet; injecting every ResNet would copy the source outright).
+        blocks = vunet.unet.up_blocks
+        bi = min(1, len(blocks) - 1)
+        for ri, res in enumerate(blocks[bi].resnets[1:2] or blocks[bi].resnets[:1]):
+            if True:
+                key = f"res{bi}.{ri}"
+
+                def hook(mod, args, out, key=key):
+                    if pnp.mode == "record":
+                        pnp.features[key] = out.detach()
+                    elif pnp.mode == "inject" and key in pnp.features:
+                        src = pnp.features[key]
+                        return src.repeat(out.shape[0] // src.shape[0], 1, 1, 1)
+                    return out
+
+                self._hooks.append(res.register_forward_hook(hook))
+
+    def before_step(self, state: LoopState) -> None:
+        if not (self.feature_injection and state.phase == "sample" and state.extras.get("label") == "edit"
+                and "source" in state.extras):
+            return
+        pnp = self._pnp
+        frac = state.step / max(1, len(state.timesteps))
+        if frac >= max(self.resnet_injection, self.attention_injection):
+            pnp.mode, pnp.features = "off", {}
+            return
+        source = state.extras["source"]
+        idx = source.timesteps.index(state.t) + 1
+        z_src = source.trajectory[idx]
+        pnp.mode, pnp.features = "record", {}
+        with torch.no_grad():
+            state.denoiser(z_src, torch.tensor(state.t), source.cond)
+        if frac >= self.attention_injection:  # only ResNet features from here on
+            pnp.features = {k: v for k, v in pnp.features.items() if k.startswith("res")}
+        if frac >= self.resnet_injection:
+            pnp.features = {k: v for k, v in pnp.features.items() if not k.startswith("res")}
+        pnp.mode = "inject"
