@@ -65,6 +65,33 @@ def test_tiny_save_recipe_end_to_end(tmp_path):
     assert runs and runs[0].stat().st_size > 0
     media = list((root / "wandb").glob("offline-run-*/files/media/videos/**/*.mp4"))
     assert len(media) >= 3
+    assert (root / "plots" / "spectral_shift_per_layer.png").stat().st_size > 5000
+
+    # scripts/export.py reproduces the callback's export from the checkpoint
+    ck = root / "checkpoints" / "last.ckpt"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts/export.py"), str(ck), "--out", str(tmp_path / "re")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    from safetensors.torch import load_file
+
+    a = load_file(export / "spectral_shifts.safetensors")
+    b = load_file(tmp_path / "re" / "spectral_shifts.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_edit_script_on_a_video_file_with_stem(tmp_path):
+    out = tmp_path / "edit"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/edit.py"), "--video", str(ROOT / "data/samples/zoom_coffee_12f.mp4"),
+         "--prompt", "a photo of a cup of coffee", "--edit", "a photo of a rocket", "--num-frames", "6",
+         "--height", "24", "--width", "40", "--steps", "4", "--inversion", "ddim", "stem", "--stem-bases", "32",
+         "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "metrics.json").read_text())
+    assert set(report) == {"ddim", "stem"}
+    assert len(report["stem"]["recon_psnr_per_frame"]) == 6
+    assert report["stem"]["edits"]["a photo of a rocket"]["warping_error"] >= 0
+    assert (out / "stem_side_by_side.mp4").exists() and (out / "reconstruction_error.png").stat().st_size > 5000
 
 
 def test_ddp_two_processes_end_identical(tmp_path):
