@@ -106,8 +106,15 @@ class VideoTuningModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["state_dict"] = self.trainable_state()
         checkpoint["module_class"] = f"{type(self).__module__}.{type(self).__qualname__}"
+        checkpoint["base_checksum"] = getattr(self, "base_checksum", None)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        theirs, ours = checkpoint.get("base_checksum"), getattr(self, "base_checksum", None)
+        if theirs and ours and theirs != ours:
+            raise ValueError(
+                f"this checkpoint was trained on a base model with query checksum {theirs}, but "
+                f"model.init_args.model loads one with checksum {ours}; point `model` at the base it was trained on."
+            )
         own = {n for n, p in self.named_parameters() if p.requires_grad}
         got = set(checkpoint["state_dict"])
         if got != own:

@@ -149,6 +149,10 @@ def test_resume_continues_loss_curve_exactly(tmp_path, sample_clip):
     state = torch.load(ckpt, weights_only=False)
     assert all(".temporal." in k or k.endswith(".delta") for k in state["state_dict"])
     assert "optimizer_states" in state and state["global_step"] == 3
+    other = SAVEModule(lr_delta=5e-2)
+    with pytest.raises(ValueError, match="trained on a base model with query checksum"):
+        other.base_checksum = "0000"
+        other.on_load_checkpoint(state)
     resumed = LossRecorder()
     torch.manual_seed(123)  # global RNG differs: per-step noise must not depend on it
     trainer(tmp_path / "b", 6, callbacks=[resumed]).fit(SAVEModule(lr_delta=5e-2), data(), ckpt_path=ckpt)
