@@ -42,9 +42,7 @@ FAST = ["--trainer.max_steps", "4", "--data.init_args.steps_per_epoch", "4", "--
 def test_tiny_save_recipe_end_to_end(tmp_path):
     root = tmp_path / "run"
     out = run_cli(["fit", "-c", str(ROOT / "configs/save/tiny.yaml"), *FAST, "--trainer.default_root_dir", str(root),
-                   "--trainer.logger.init_args.save_dir", str(root),
-                   "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
-                   f"--trainer.callbacks.dirpath={root}/checkpoints"], tmp_path)
+                   "--trainer.logger.init_args.save_dir", str(root)], tmp_path)
     assert "[checkpoint]" in out and "[export]" in out
     cfg = (root / "config.yaml").read_text()
     assert "seed_everything: 0" in cfg and "adapter: spectral" in cfg
