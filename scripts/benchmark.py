@@ -2,7 +2,8 @@
 
 - `save`: SAVE (spectral shifts) vs full query fine-tuning vs LoRA on the SD1.5 UNet architecture with
   random weights (`modules/benchmarks/save.py`); writes `<out>/save.json` and `<out>/save.md`.
-- `stem`: STEM inversion benchmarks from `modules.stem.bench`.
+- `stem`: STEM inversion benchmarks from `modules.stem.bench` (one attention layer per mode, EM
+  breakdown; `--unet-step` adds a whole SD1.5 UNet step per mode); writes `<out>/stem.json`, `<out>/stem.md`.
 """
 from __future__ import annotations
 
@@ -28,23 +29,54 @@ def run_save(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unet_step_benchmark(bench):
+    """The whole-UNet STEM step benchmark: `bench_unet_step(out: dict)` from modules.stem.bench or
+    modules.benchmarks.stem_unet, or None while neither has it."""
+    fn = getattr(bench, "bench_unet_step", None)
+    if fn is None:
+        try:
+            fn = getattr(importlib.import_module("modules.benchmarks.stem_unet"), "bench_unet_step", None)
+        except ImportError:
+            fn = None
+    return fn
+
+
 def run_stem(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
     try:
         bench = importlib.import_module("modules.stem.bench")
     except ImportError as e:
         print(f"the STEM benchmark is not available: importing modules.stem.bench failed ({e})", file=sys.stderr)
         return 2
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    bench.bench_layer(out)
-    # TODO(stem): hook for the full-UNet STEM benchmark. When modules.stem.bench grows
-    # `bench_unet_step(out)` (STEM attention inside one inflated-UNet denoising step), it runs here
-    # after the layer benchmark with no change to this script.
-    bench_unet_step = getattr(bench, "bench_unet_step", None)
-    if bench_unet_step is not None:
-        bench_unet_step(out)
-    else:
-        print("note: modules.stem.bench has no bench_unet_step yet; only the layer benchmark ran")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out: dict = {"config": {"dtype": "float32", "device": "cpu", "threads": torch.get_num_threads(),
+                            "repeats": args.repeats}}
+    bench.bench_layer(out, repeats=args.repeats, verbose=True)  # fills out["layer"]
+    if not args.no_breakdown and hasattr(bench, "bench_em_breakdown"):
+        bench.bench_em_breakdown(out, repeats=args.repeats)
+    # TODO(stem): the whole-UNet step (`bench_unet_step(out: dict)`, SD1.5 inflated UNet, one inversion
+    # forward per self-attention mode) is opt-in with --unet-step while it takes many minutes on CPU;
+    # make it default once its runtime fits `make bench`.
+    if args.unet_step:
+        bench_unet_step = _unet_step_benchmark(bench)
+        if bench_unet_step is None:
+            print("note: no bench_unet_step found (modules.stem.bench / modules.benchmarks.stem_unet); skipped")
+        else:
+            bench_unet_step(out)  # fills out["unet_step"]
+    table = bench.format_table(out) if hasattr(bench, "format_table") else json.dumps(out, indent=2)
+    if "unet_step" in out:
+        table += "\n\nwhole-UNet step: " + ", ".join(
+            f"{m} {r['seconds']:.2f} s" for m, r in out["unet_step"].items() if not m.startswith("_"))
+    print(table)
+    (out_dir / "stem.json").write_text(json.dumps(out, indent=2) + "\n")
+    (out_dir / "stem.md").write_text("# STEM benchmark\n\n```\n" + table + "\n```\n")
+    print(f"wrote {out_dir / 'stem.json'} and {out_dir / 'stem.md'}")
     return 0
 
 
@@ -71,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     save.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for any one answer of a worker")
     save.set_defaults(func=run_save)
     stem = sub.add_parser("stem", parents=[common], help="STEM inversion (modules.stem.bench)")
+    stem.add_argument("--repeats", type=int, default=3)
+    stem.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    stem.add_argument("--no-breakdown", action="store_true", help="skip the EM time breakdown")
+    stem.add_argument("--unet-step", action="store_true",
+                      help="also time one whole SD1.5 UNet inversion step per mode (slow on CPU)")
     stem.set_defaults(func=run_stem)
     return parser
 

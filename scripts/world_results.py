@@ -68,7 +68,7 @@ def samples(parts, seeds=(0, 1, 2, 3), steps=25, guidance=4.0) -> dict:
     return {"sample_own_caption": acc, "sample_labels": labels}
 
 
-def reconstruction(parts, steps=20) -> dict:
+def reconstruction(parts, steps=50) -> dict:
     from modules.metrics import psnr
     from modules.world import edit_pan
 
@@ -98,7 +98,8 @@ def main(argv=None):
     ap.add_argument("--model", default="tiny-world")
     ap.add_argument("--only", choices=["samples", "recon", "edits"], default=None)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--steps", type=int, default=20, help="DDIM steps of inversion/edits")
+    ap.add_argument("--recon-steps", type=int, default=50, help="DDIM steps of the reconstruction check")
+    ap.add_argument("--steps", type=int, default=10, help="DDIM steps of inversion/edits in the edit study")
     ap.add_argument("--guidance", type=float, default=4.0, help="CFG of the edits")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (1 is fastest on a busy machine)")
     args = ap.parse_args(argv)
@@ -115,7 +116,7 @@ def main(argv=None):
     if args.only in (None, "samples"):
         results.update(samples(parts))
     if args.only in (None, "recon"):
-        results.update(reconstruction(parts, args.steps))
+        results.update(reconstruction(parts, args.recon_steps))
     if args.only in (None, "edits"):
         study = edit_study(parts, tuple(args.seeds), num_steps=args.steps, guidance_scale=args.guidance)
         src, tgt = study["pairs"][args.seeds[0]][0]

@@ -50,3 +50,16 @@ def test_save_benchmark_isolated_workers_tiny(tmp_path):
     run_save_benchmark(BenchConfig(model="tiny-sd", frames=2, size=8, rounds=1), tmp_path)
     data = check_result(tmp_path)
     assert all(data["variants"][v]["peak_rss_isolated"] for v in VARIANTS)
+
+
+def test_stem_dispatch_writes_results(tmp_path, monkeypatch):
+    """`benchmark.py stem` drives modules.stem.bench (shrunk to one tiny grid here) and writes its files."""
+    bench = pytest.importorskip("modules.stem.bench")
+    layer = bench.bench_layer
+    monkeypatch.setattr(bench, "bench_layer", lambda out, **kw: layer(
+        out, **{**kw, "token_grid": ((2, 4, 4),), "modes": ("per_frame", "all_frame"), "repeats": 1}))
+    rc = load_script().main(["stem", "--out", str(tmp_path), "--no-breakdown", "--repeats", "1"])
+    assert rc == 0
+    data = json.loads((tmp_path / "stem.json").read_text())
+    assert set(data["layer"]["32"]) == {"per_frame", "all_frame"}
+    assert (tmp_path / "stem.md").exists()

@@ -2,13 +2,55 @@
 
 `SpectralShiftLinear` replaces an `nn.Linear` in place: it keeps U, σ, Vᵀ (fp32 buffers) and the
 bias, not the original weight, and rebuilds Ŵ once per call (frames are folded into the batch,
-so once per layer forward, not per frame).
+so once per layer forward, not per frame). Training keeps no n×n tensor per layer for backward
+(`_SpectralLinear`): only the layer input, as a plain linear layer does, so peak memory stays at or
+below full fine-tuning of the same layers.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+class _SpectralLinear(torch.autograd.Function):
+    """y = x Ŵᵀ + b with Ŵ = U diag(ReLU(σ + δ)) Vᵀ, differentiable in x, δ (and b).
+
+    Plain autograd would keep Ŵ and U diag(s) (two out×in tensors per layer) alive until backward;
+    here only x is saved (U, σ, Vᵀ are the module's buffers) and backward works in the rank-r basis:
+    ∂L/∂δ_k = [σ_k + δ_k > 0] Σ_t (g U)_{tk} (x V)_{tk},  ∂L/∂x = g Ŵ = ((g U) diag(s)) Vᵀ.
+    """
+
+    @staticmethod
+    def forward(ctx, x, U, S, Vh, delta, bias):
+        s = F.relu(S + delta)
+        w = ((U * s) @ Vh).to(x.dtype)
+        ctx.save_for_backward(x, U, S, Vh, delta)
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        return F.linear(x, w, None if bias is None else bias.to(x.dtype))
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, U, S, Vh, delta = ctx.saved_tensors
+        g = grad_out.reshape(-1, grad_out.shape[-1])
+        shift = S + delta
+        s = F.relu(shift)
+        grad_x = grad_delta = grad_bias = None
+        gu = None
+        if ctx.needs_input_grad[4]:
+            gu = g.to(U.dtype) @ U  # (T, r), in the buffers' dtype (fp32)
+            xv = x.reshape(-1, x.shape[-1]).to(U.dtype) @ Vh.T  # (T, r)
+            grad_delta = ((gu * xv).sum(0) * (shift > 0)).to(delta.dtype)
+            del xv
+        if ctx.needs_input_grad[0]:
+            if gu is not None:  # g U is at hand: T·r·in, no out×in tensor
+                grad_x = (gu * s) @ Vh
+            else:
+                grad_x = g.to(U.dtype) @ ((U * s) @ Vh)
+            grad_x = grad_x.to(x.dtype).reshape(x.shape)
+        if ctx.needs_input_grad[5] and ctx.bias_dtype is not None:
+            grad_bias = g.sum(0).to(ctx.bias_dtype)
+        return grad_x, None, None, None, grad_delta, grad_bias
 
 
 class SpectralShiftLinear(nn.Module):
@@ -33,6 +75,9 @@ class SpectralShiftLinear(nn.Module):
         return self.shifted_weight()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and (self.delta.requires_grad or x.requires_grad
+                                        or (self.bias is not None and self.bias.requires_grad)):
+            return _SpectralLinear.apply(x, self.U, self.S, self.Vh, self.delta, self.bias)
         w = self.shifted_weight().to(x.dtype)
         b = None if self.bias is None else self.bias.to(x.dtype)
         return F.linear(x, w, b)

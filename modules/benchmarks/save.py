@@ -553,7 +553,7 @@ def markdown_report(result: dict) -> str:
         f"{cfg['frames']} frames x {cfg['size']}x{cfg['size']} latents, batch {cfg['batch']}, fp32 CPU, "
         f"{result['environment']['torch_threads']} threads; {cfg['rounds']} alternating rounds x "
         f"({cfg['warmup']} warm-up + {cfg['steps']} timed) steps per variant"
-        + (", one process per round and variant" if cfg["isolate"] else ", in one process") + ".", "",
+        + (", one worker process per variant" if cfg["isolate"] else ", all variants in one process") + ".", "",
         "| variant | trainable params (query) | trainable params (total) | optimizer state | step time (median) "
         "| peak RSS | export (adapter) | export (temporal) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",

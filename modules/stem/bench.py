@@ -127,7 +127,7 @@ def bench_em_breakdown(
     M = frames * hw[0] * hw[1]
     G, d, K = HEADS, HEAD_DIM, num_bases
     q, k, v = (torch.randn(1, G, M, d, generator=g) for _ in range(3))
-    from .em import DEFAULT_CHUNK_ELEMENTS
+    from .em import _LOGIT_FLOOR, DEFAULT_CHUNK_ELEMENTS
 
     chunk = token_chunk or max(1, DEFAULT_CHUNK_ELEMENTS // (G * K))
     chunk = min(chunk, M)
@@ -144,14 +144,21 @@ def bench_em_breakdown(
             z = buf[: G * (e - s) * K].view(G, e - s, K)
             if do_logits:
                 torch.bmm(keys[:, s:e], w_t, out=z)
-            if do_softmax:
+            if do_softmax:  # row max, logit floor (no denormals), in-place softmax -- as in em_bases
+                floor = z.amax(dim=-1, keepdim=True).sub_(_LOGIT_FLOOR)
+                torch.maximum(z, floor, out=z)
                 torch._softmax(z, -1, False, out=z)
             if do_mstep:
                 acc.baddbmm_(z.transpose(1, 2), k1[:, s:e])
 
+    def loop_fresh_softmax():  # softmax timed on fresh logits (not on already-normalised rows)
+        loop(True, False, False)
+        return loop(False, True, False)
+
     loop()
     logits = _median_seconds(lambda: loop(True, False, False), repeats)
-    softmax = _median_seconds(lambda: loop(False, True, False), repeats)
+    softmax = _median_seconds(loop_fresh_softmax, repeats) - logits
+    loop()  # the buffer now holds real responsibilities (last chunk) for the M-step timing
     mstep = _median_seconds(lambda: loop(False, False, True), repeats)
     full = _median_seconds(lambda: loop(), repeats)
     em_total = _median_seconds(lambda: em_bases(k, v, num_bases=K, tau=tau, iters=iters, generator=g), repeats)
