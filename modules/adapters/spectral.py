@@ -3,10 +3,15 @@
 `SpectralShiftLinear` replaces an `nn.Linear` in place: it keeps U, σ, Vᵀ (fp32 buffers) and the
 bias, not the original weight, and rebuilds Ŵ once per call (frames are folded into the batch,
 so once per layer forward, not per frame). Training keeps no n×n tensor per layer for backward
-(`_SpectralLinear`): only the layer input, as a plain linear layer does, so peak memory stays at or
-below full fine-tuning of the same layers.
+(`_SpectralLinear`): only the layer input, as a plain linear layer does; and the replaced weights'
+pages are handed back to the OS when they are views into a memory-mapped checkpoint
+(`_release_file_pages`), so peak memory stays at or below full fine-tuning of the same layers.
 """
 from __future__ import annotations
+
+import ctypes
+import os
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -98,9 +103,48 @@ def _parent(root: nn.Module, name: str):
     return mod, leaf
 
 
+_MADV_PAGEOUT = 21  # Linux >= 5.4
+
+
+def _release_file_pages(tensors: list[torch.Tensor]) -> int:
+    """Let the OS drop the resident pages of replaced weights that are views into a memory-mapped
+    checkpoint (diffusers/safetensors load weights that way): the mapping outlives the dropped
+    `nn.Linear`, so without this the original weight stays in RSS beside U, Vᵀ although nothing
+    reads it. MADV_PAGEOUT never changes contents (a later read faults the pages back in from the
+    file); only file-backed ranges are advised. Returns the bytes advised (0 where unsupported)."""
+    if not sys.platform.startswith("linux"):
+        return 0
+    try:
+        maps = []
+        with open("/proc/self/maps") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) >= 6 and fields[5].startswith("/"):
+                    lo, hi = fields[0].split("-")
+                    maps.append((int(lo, 16), int(hi, 16)))
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        page = os.sysconf("SC_PAGE_SIZE")
+    except (OSError, AttributeError, ValueError):
+        return 0
+    done = 0
+    for t in tensors:
+        if t.device.type != "cpu" or t.numel() == 0:
+            continue
+        start = t.data_ptr()
+        end = start + t.numel() * t.element_size()
+        if not any(lo <= start and end <= hi for lo, hi in maps):
+            continue  # anonymous memory: freed with the tensor (or still in use elsewhere)
+        lo, hi = -(-start // page) * page, end // page * page
+        if hi > lo and libc.madvise(lo, hi - lo, _MADV_PAGEOUT) == 0:
+            done += hi - lo
+    return done
+
+
 def apply_spectral_shift(root: nn.Module, names: list[str]) -> dict[str, SpectralShiftLinear]:
     """Replace each named `nn.Linear` under `root` by a `SpectralShiftLinear`; returns them by name."""
     out = {}
+    replaced = []
     for name in names:
         parent, leaf = _parent(root, name)
         lin = getattr(parent, leaf)
@@ -112,6 +156,8 @@ def apply_spectral_shift(root: nn.Module, names: list[str]) -> dict[str, Spectra
         mod = SpectralShiftLinear(lin).to(lin.weight.device)
         setattr(parent, leaf, mod)
         out[name] = mod
+        replaced.append(lin.weight.detach())
+    _release_file_pages(replaced)
     return out
 
 

@@ -38,26 +38,25 @@ class STEMAttnProcessor:
         bf, n, c = x.shape
         h = attn.heads
         q, k, v = attn.to_q(x), attn.to_k(x), attn.to_v(x)
-        chunk = self.chunk_frames or f
-        # (B·nchunks, heads, chunk·N, d): bases per chunk of frames (all frames by default)
-        def split(t):
-            t = rearrange(t, "(b f) n (h d) -> b f n h d", f=f, h=h)
-            pad = (-f) % chunk
-            if pad:
-                t = torch.cat([t, t[:, -1:].expand(-1, pad, -1, -1, -1)], dim=1)
-            return rearrange(t, "b (g c) n h d -> (b g) h (c n) d", c=chunk)
-
-        qs, ks, vs = split(q), split(k), split(v)
-        est = qs.shape[0] * h * qs.shape[2] * min(self.K, ks.shape[2]) * 4 * 2
+        chunk = min(self.chunk_frames or f, f)
+        # Working memory of one group of frames: its q, k, v (fp32) + the EM's responsibility chunk
+        # (em_bases processes tokens in chunks of at most 2**25 responsibilities).
+        m = chunk * n * (bf // f)
+        est = 3 * m * c * 4 + min(m * h * self.K, 2**25) * 4
         if est > self.max_bytes:
             raise MemoryError(
-                f"STEM attention over {f} frames × {n} tokens would need ~{est / 2**30:.1f} GiB per layer "
-                f"(limit {self.max_bytes / 2**30:.1f} GiB); set chunk_frames (e.g. chunk_frames=8, as in the "
+                f"STEM attention over {chunk} frames × {n} tokens would need ~{est / 2**30:.2f} GiB per layer "
+                f"(limit {self.max_bytes / 2**30:.2f} GiB); set chunk_frames (e.g. chunk_frames=8, as in the "
                 "released code) or raise max_attention_gib."
             )
-        out = stem_attention(qs, ks, vs, num_bases=self.K, tau=self.tau, iters=self.iters, generator=self.generator)
-        out = rearrange(out, "(b g) h (c n) d -> b (g c) n (h d)", b=bf // f, c=chunk, n=n)[:, :f]
-        out = rearrange(out, "b f n e -> (b f) n e").to(q.dtype)
+        q, k, v = (rearrange(t, "(b f) n (h d) -> b h f n d", f=f, h=h) for t in (q, k, v))
+        outs = []
+        for s in range(0, f, chunk):  # groups of frames one after another: memory bounded by the group
+            qs, ks, vs = (t[:, :, s:s + chunk].flatten(2, 3) for t in (q, k, v))
+            o = stem_attention(qs, ks, vs, num_bases=self.K, tau=self.tau, iters=self.iters,
+                               generator=self.generator)
+            outs.append(rearrange(o, "b h (g n) d -> b g n (h d)", n=n))
+        out = rearrange(torch.cat(outs, dim=1), "b f n e -> (b f) n e").to(q.dtype)
         return attn.to_out[1](attn.to_out[0](out))
 
 
