@@ -61,6 +61,7 @@ def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str
     os.close(fd)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
