@@ -75,6 +75,10 @@ def run_stem(args: argparse.Namespace) -> int:
             f"{m} {r['seconds']:.2f} s" for m, r in out["unet_step"].items() if not m.startswith("_"))
     print(table)
     (out_dir / "stem.json").write_text(json.dumps(out, indent=2) + "\n")
+    from modules.benchmarks.plots import plot_stem_layers
+
+    if out.get("layer"):
+        print(f"plot -> {plot_stem_layers(out, out_dir / 'stem_layer.png')}")
     (out_dir / "stem.md").write_text("# STEM benchmark\n\n```\n" + table + "\n```\n")
     print(f"wrote {out_dir / 'stem.json'} and {out_dir / 'stem.md'}")
     return 0

@@ -23,7 +23,7 @@ def test_120_frames_256px_invert_with_stem(tmp_path):
     assert pixels.shape == (1, 3, 120, 256, 256)
     parts = load_parts("tiny-sd")
     vunet = VideoUNet(parts.unet, "first").eval()
-    cfg = EditConfig(num_inference_steps=2, reconstruct=False)
+    cfg = EditConfig(num_inference_steps=1, reconstruct=False)
     res = edit_clip(parts, vunet, pixels, "a photo of a cup of coffee", cfg, [STEMInversion(num_bases=256)],
                     progress=False)
     assert res.inversion.z.shape == (1, 4, 120, 128, 128)
