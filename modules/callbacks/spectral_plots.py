@@ -16,15 +16,22 @@ def plot_spectral_summary(summary: dict, out_dir: Path, title: str = "") -> list
     out_dir.mkdir(parents=True, exist_ok=True)
     names = list(summary)
     short = [n.replace("transformer_blocks.", "tb").replace("attentions.", "a").replace("_blocks.", "") for n in names]
-    rel_mean = [float((s["delta"].abs() / s["sigma"].clamp_min(1e-8)).mean()) for s in summary.values()]
-    rel_max = [float((s["delta"].abs() / s["sigma"].clamp_min(1e-8)).max()) for s in summary.values()]
+    # ‖δ‖/‖σ‖: how far the spectrum moved, relative to its size (per-entry |δ|/σ explodes on
+    # near-zero singular values, so it is not plotted)
+    rel_norm = [float(s["delta"].norm() / s["sigma"].norm().clamp_min(1e-12)) for s in summary.values()]
+    clipped = [float(((s["sigma"] + s["delta"]) < 0).float().mean()) for s in summary.values()]
     fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(names)), 4))
-    ax.bar(range(len(names)), rel_max, color="#c8d7ea", label="max |δ|/σ")
-    ax.bar(range(len(names)), rel_mean, color="#2c6fbb", label="mean |δ|/σ")
+    ax.bar(range(len(names)), rel_norm, color="#2c6fbb", label="‖δ‖ / ‖σ‖")
+    ax2 = ax.twinx()
+    ax2.plot(range(len(names)), clipped, "o", color="#d9534f", label="fraction σ+δ < 0 (ReLU-clipped)")
+    ax2.set_ylabel("fraction clipped", color="#d9534f")
+    ax2.set_ylim(0, max(0.05, max(clipped) * 1.2))
     ax.set_xticks(range(len(names)), short, rotation=90, fontsize=6)
-    ax.set_ylabel("relative spectral shift")
+    ax.set_ylabel("relative spectral shift ‖δ‖/‖σ‖")
     ax.set_title(f"Spectral shift per query layer {title}")
-    ax.legend()
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, fontsize=7)
     fig.tight_layout()
     p1 = out_dir / "spectral_shift_per_layer.png"
     fig.savefig(p1, dpi=120)
