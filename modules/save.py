@@ -155,6 +155,7 @@ class SAVEModule(VideoTuningModule):
             out_dir, self.video_unet, method=self.method, adapter=self.hparams.adapter,
             temporal_trained=self.hparams.temporal != "frozen", base_model=self.parts.model_id,
             checksum=self.base_checksum, hyperparameters=hp,
+            text_encoder=self.parts.text_encoder if self.hparams.train_text_encoder else None,
         )
 
     def spectral_summary(self) -> dict[str, dict[str, torch.Tensor]]:

@@ -169,3 +169,17 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, sample_clip):
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     assert last["global_step"] == 2
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values())
+
+
+def test_text_encoder_spectral_tuning_trains_its_queries(tmp_path, sample_clip):
+    module = SAVEModule(train_text_encoder=True, lr_delta=5e-2)
+    te_deltas = {n: p for n, p in module.text_encoder.named_parameters() if n.endswith(".delta")}
+    assert len(te_deltas) == 2 and all(n.endswith("q_proj.delta") for n in te_deltas)  # 2 CLIP layers
+    trainer(tmp_path, 2).fit(module, DataLoader(ClipRepeat(sample_clip, 2), batch_size=1))
+    assert all(float(p.abs().max()) > 0 for p in te_deltas.values())
+    parts, _ = load_adapted_model("tiny-sd", module.export(tmp_path / "export"))
+    from modules.models.loading import encode_prompts
+
+    a = encode_prompts(module.parts, ["a photo of an astronaut"])
+    b = encode_prompts(parts, ["a photo of an astronaut"])
+    assert torch.allclose(a, b, atol=1e-6)

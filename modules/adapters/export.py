@@ -32,6 +32,7 @@ FILES = {
     "full_query": "query_weights.safetensors",
     "lora": "lora_weights.safetensors",
     "temporal": "temporal_attention.safetensors",
+    "text_encoder": "text_encoder_spectral_shifts.safetensors",
 }
 LORA_TARGET = r".*attn[12]\.to_q$"
 
@@ -122,9 +123,13 @@ def model_card(meta: dict) -> str:
 
 
 def save_export(out_dir: str | Path, video_unet, *, method: str, adapter: str, temporal_trained: bool,
-                base_model: str, checksum: str, hyperparameters: dict) -> Path:
+                base_model: str, checksum: str, hyperparameters: dict, text_encoder=None) -> Path:
+    """`text_encoder`: given when its q_proj layers were spectral-shifted (their δ are exported too)."""
     out = Path(out_dir)
     files = collect_tensors(video_unet, adapter, temporal_trained)
+    if text_encoder is not None:
+        files[FILES["text_encoder"]] = {n: m.delta.detach().float() for n, m in text_encoder.named_modules()
+                                        if isinstance(m, SpectralShiftLinear)}
     shapes = {f: {k: list(v.shape) for k, v in t.items()} for f, t in files.items()}
     meta = {
         "format": FORMAT, "method": method, "adapter": adapter, "base_model": str(base_model),
@@ -152,8 +157,9 @@ def read_export(folder: str | Path) -> tuple[dict, dict[str, dict[str, torch.Ten
     return meta, files
 
 
-def apply_export(video_unet, folder: str | Path, check_base: bool = True) -> dict:
-    """Apply an export onto `video_unet` (freshly built on the base model); returns the metadata."""
+def apply_export(video_unet, folder: str | Path, check_base: bool = True, text_encoder=None) -> dict:
+    """Apply an export onto `video_unet` (freshly built on the base model) and, when the export holds
+    text-encoder shifts, onto `text_encoder`; returns the metadata."""
     folder = Path(folder)
     meta, files = read_export(folder)
     unet = video_unet.unet
@@ -197,6 +203,16 @@ def apply_export(video_unet, folder: str | Path, check_base: bool = True) -> dic
         own = {n: p for n, p in unet.state_dict().items() if ".temporal." in n}
         _check_layers(folder / FILES["temporal"], temporal, sorted(own), {n: list(p.shape) for n, p in own.items()})
         unet.load_state_dict(temporal, strict=False)
+    if FILES["text_encoder"] in files:
+        if text_encoder is None:
+            raise ExportMismatchError(f"{folder} holds text-encoder shifts: pass text_encoder= (load_adapted_model does)")
+        te = files[FILES["text_encoder"]]
+        te_mods = dict(text_encoder.named_modules())
+        names = sorted(n for n in te_mods if n.endswith("q_proj"))
+        _check_layers(folder / FILES["text_encoder"], te, names, {n: [min(te_mods[n].weight.shape)] for n in names})
+        with torch.no_grad():
+            for n, m in apply_spectral_shift(text_encoder, names).items():
+                m.delta.copy_(te[n])
     video_unet.set_frame_attention(meta["frame_attention"])
     return meta
 
@@ -225,5 +241,5 @@ def load_adapted_model(base: str, export_dir: str | Path, dtype: torch.dtype = t
         raise FileNotFoundError(f"{export_dir} is not an export folder (no export.json)")
     parts = load_parts(base, dtype=dtype)
     vunet = VideoUNet(parts.unet, meta["frame_attention"], temporal=meta["has_temporal_modules"] == "True")
-    apply_export(vunet, export_dir)
+    apply_export(vunet, export_dir, text_encoder=parts.text_encoder)
     return parts, vunet
