@@ -2,7 +2,10 @@
 
 `adapter`: `spectral` (SAVE: only singular-value shifts δ of the query projections train),
 `full_query` (Tune-A-Video: the to_q weights train), `lora` (peft LoRA on the same layers).
-`temporal`: `full` (train the temporal attention), `spectral` (δ of its linears), `frozen`.
+`temporal`: `full` (train the temporal attention), `spectral` (δ of its to_q/to_k/to_v; its output
+projection, zero-initialised so the inflated model starts equal to the image model, has singular values
+0 that ReLU(σ + δ) would never let move, so it trains in full with the LayerNorm, at `lr_temporal`;
+the temporal δ train at `lr_delta` and enter the regulariser), `frozen`.
 `spectral_lambda = 0` with `adapter: spectral` is "SAVE w/o regulariser".
 """
 from __future__ import annotations
@@ -47,7 +50,8 @@ class SAVEModule(VideoTuningModule):
             frame_attention: keys/values of `attn1` from frame 0 (`first`, paper), frames {0, i-1}
                 (`sparse_causal`, released code), all frames (`full`) or own frame (`per_frame`).
             adapter: `spectral` (SAVE), `full_query` (Tune-A-Video), `lora` (rank `lora_rank`).
-            temporal: how the inserted temporal attention trains: `full`, `spectral` or `frozen`.
+            temporal: how the inserted temporal attention trains: `full`, `spectral` (δ on q/k/v; the
+                zero-initialised output projection and the LayerNorm in full) or `frozen`.
             spectral_lambda: λ of the regulariser λ Σ δᵀ diag(σ) δ (paper 1e-3; 5e-2 multi-attribute).
             lr_delta: learning rate of the spectral shifts δ (paper 1e-3).
             lr_query: learning rate of full to_q weights (Tune-A-Video 3e-5).
@@ -105,9 +109,14 @@ class SAVEModule(VideoTuningModule):
             for m in temporal_mods:
                 m.float().requires_grad_(True)
         elif hp.temporal == "spectral":
+            # δ on q/k/v; the output projection is zero-initialised (σ = 0: ReLU(σ + δ) would block every
+            # gradient through it for ever), so it trains in full, with the LayerNorm (lr_temporal)
             names = [n for n, m in unet.named_modules()
-                     if ".temporal.attn_temp." in n and isinstance(m, torch.nn.Linear)]
+                     if n.endswith((".temporal.attn_temp.to_q", ".temporal.attn_temp.to_k", ".temporal.attn_temp.to_v"))]
             apply_spectral_shift(unet, names)
+            for m in temporal_mods:
+                m.attn_temp.to_out[0].float().requires_grad_(True)
+                m.norm_temp.float().requires_grad_(True)
         if hp.train_text_encoder:
             te = self.parts.text_encoder
             apply_spectral_shift(te, [n for n, m in te.named_modules() if n.endswith("q_proj")])

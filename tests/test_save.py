@@ -183,3 +183,40 @@ def test_text_encoder_spectral_tuning_trains_its_queries(tmp_path, sample_clip):
     a = encode_prompts(module.parts, ["a photo of an astronaut"])
     b = encode_prompts(parts, ["a photo of an astronaut"])
     assert torch.allclose(a, b, atol=1e-6)
+
+
+def _loss(module, z0, emb):
+    diff, _ = module.diffusion_loss(z0, emb)
+    return diff + sum(module.extra_loss().values(), torch.zeros(()))
+
+
+@pytest.mark.parametrize("temporal", ["full", "spectral", "frozen"])
+@pytest.mark.parametrize("adapter", ["spectral", "full_query", "lora"])
+def test_every_trainable_tensor_gets_gradient(adapter, temporal):
+    """One optimiser step first: the temporal output projection (zero-initialised so the inflated model
+    starts equal to the image model) and LoRA's B are zero at init, which blocks the gradient of
+    whatever sits behind them on the very first backward. After one step they are non-zero, and the
+    next forward/backward must reach every trainable tensor (for `temporal: spectral` the δ of the
+    temporal to_q/to_k/to_v, which a spectral-shifted zero output projection blocked for ever)."""
+    torch.manual_seed(0)
+    module = SAVEModule(adapter=adapter, temporal=temporal, lr_delta=1e-2, lr_query=1e-2, lr_lora=1e-2,
+                        lr_temporal=1e-2)
+    trainable = {n: p for n, p in module.named_parameters() if p.requires_grad}
+    temporal_names = [n for n in trainable if ".temporal." in n]
+    if temporal == "frozen":
+        assert not temporal_names
+    else:
+        assert temporal_names
+    if temporal == "spectral":  # δ on q/k/v, the zero-initialised output projection and the norm in full
+        assert {n.rsplit(".temporal.", 1)[1] for n in temporal_names} == {
+            "attn_temp.to_q.delta", "attn_temp.to_k.delta", "attn_temp.to_v.delta",
+            "attn_temp.to_out.0.weight", "attn_temp.to_out.0.bias", "norm_temp.weight", "norm_temp.bias"}
+    opt = module.configure_optimizers()
+    assert {id(p) for g in opt.param_groups for p in g["params"]} == {id(p) for p in trainable.values()}
+    z0, emb = torch.randn(1, 4, 3, 16, 16), torch.randn(1, 16, 32)
+    _loss(module, z0, emb).backward()
+    opt.step()
+    opt.zero_grad()
+    _loss(module, z0, emb).backward()
+    no_grad = [n for n, p in trainable.items() if p.grad is None or not bool(p.grad.abs().max() > 0)]
+    assert not no_grad, f"{len(no_grad)}/{len(trainable)} trainable tensors got no gradient, e.g. {no_grad[:4]}"
