@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,7 +88,7 @@ def _resolve_in(folder: Path, name: str) -> Path:
 
 def _read_lines(path: Path) -> list[str]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark is not part of the first entry
     except UnicodeDecodeError as err:
         raise ValueError(f"cannot read '{path}': not UTF-8 text ({err}); save it as UTF-8, one entry per line") from None
     except OSError as err:
@@ -98,7 +99,7 @@ def _read_lines(path: Path) -> list[str]:
 def _read_metadata(path: Path) -> list[Clip]:
     folder = path.parent
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # tolerate a byte-order mark
     except (OSError, UnicodeDecodeError) as err:
         raise ValueError(f"cannot read '{path}': {err}; it must be UTF-8 JSON lines") from None
     clips = []
@@ -188,14 +189,23 @@ def load_clips(source: str | Path, prompt: str | None = None) -> list[Clip]:
         if prompt is not None:
             raise ValueError(
                 f"prompt={prompt!r} was given with the folder '{path}', whose prompts come from its "
-                f"manifest; pass a single video file to set the prompt, or edit the folder's {METADATA}"
+                f"manifest ({METADATA} or {PROMPTS_TXT}); unset it (on the command line: "
+                f"--data.init_args.prompt null) or pass a single video file to set the prompt"
             )
         clips = _read_folder(path)
     else:
         clips = None
         meta = path.parent / METADATA
         if meta.is_file():  # a video listed in a metadata.jsonl beside it (e.g. the bundled samples)
-            found = [c for c in _read_metadata(meta) if _same_file(c.video, path)]
+            try:
+                found = [c for c in _read_metadata(meta) if _same_file(c.video, path)]
+            except ValueError as err:
+                if prompt is None or not str(prompt).strip():
+                    raise
+                # the prompt is given, so the manifest is optional (it only adds flow / edit prompts)
+                warnings.warn(f"ignoring '{meta}' beside '{path}': {err} (the given prompt is used; fix the "
+                              f"file to use its flow and edit prompts)", UserWarning, stacklevel=2)
+                found = []
             if found:
                 clips = [found[0]]
                 if prompt is not None:
@@ -478,7 +488,23 @@ class ClipDataModule(_DataModuleBase):
         return max(1, math.ceil(self.steps_per_epoch * self.batch_size / len(self.clips)))
 
     def setup(self, stage: str | None = None) -> None:
+        self.check_frame_size()  # before decoding or any training
         self.dataset  # noqa: B018  (decode once)
+
+    def check_frame_size(self, module=None) -> None:
+        """Refuse a height/width the model cannot encode and decode back to the same size (the
+        model is `module` or the trainer's LightningModule; its `parts` are the loaded model)."""
+        if module is None:
+            trainer = getattr(self, "trainer", None)
+            module = trainer.lightning_module if trainer is not None else None
+        parts = getattr(module, "parts", None)
+        if parts is None:
+            return
+        from modules.models.sizes import check_frame_size, frame_size_rule
+
+        multiple, why = frame_size_rule(parts)
+        check_frame_size(self.height, self.width, multiple, why=why,
+                         where=f"data: {self.height}×{self.width} frames for model '{parts.model_id}'")
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         return DataLoader(

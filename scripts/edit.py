@@ -1,19 +1,95 @@
 """Edit any video file: inversion (DDIM or STEM) with the source prompt, reconstruction check,
-sampling with the edit prompt; writes videos, metrics JSON and a per-frame error plot.
+sampling with the edit prompt; writes videos (at the input's frame rate), metrics JSON and a
+per-frame error plot.
 
     python scripts/edit.py --video data/samples/pan_astronaut.mp4 --prompt "a photo of an astronaut" \
         --edit "a photo of a cat" --model tiny-sd --inversion stem --out outputs/edit
-    # with a trained adapter:  --export runs/save-tiny/export
+    # with a trained adapter:  --export runs/save-tiny/export   (the base model defaults to the export's)
     # real weights:            --model models/stable-diffusion-v1-5 --height 512 --width 512
+
+Bad input (steps, frame counts, a broken export folder, an unknown base model) is refused before
+any model is loaded, with the flag or file and the fix.  `--num-frames 1` edits a single frame
+(no warping error: it needs two frames).  `--frame-attention` with `--export` replaces the frame
+attention the export was trained with (printed); without the flag the export's is used.
+metrics.json is strict JSON: a value that is not finite (PSNR of a frame reconstructed exactly is
+infinite) is written as null and explained in the entry's `notes`.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+DEFAULT_MODEL = "tiny-sd"
+DEFAULT_FRAME_ATTENTION = "first"
+FRAME_ATTENTION = ["per_frame", "first", "sparse_causal", "full"]
+PSNR_CAP_DB = 100.0  # frames reconstructed exactly count as 100 dB in the mean
+REEXPORT_HINT = "re-export it with `python scripts/export.py <run>/checkpoints/last.ckpt --out <folder>`"
+
+
+class UsageError(Exception):
+    """Bad input found before the work starts: printed as one line `error: ...`, exit status 2."""
+
+
+def at_least(low: int, what: str):
+    """An argparse type: an integer >= low (argparse names the flag in its error)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low} ({what}), got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low} ({what}), got {value}")
+        return value
+
+    return parse
+
+
+def positive_float():
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not (math.isfinite(value) and value > 0):
+            raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--video", required=True)
+    ap.add_argument("--prompt", required=True, help="source prompt (describes the input video)")
+    ap.add_argument("--edit", action="append", default=[], help="edit prompt (repeatable)")
+    ap.add_argument("--model", default=None,
+                    help=f"diffusers folder or preset (tiny-sd, tiny-world); default: the export's base model "
+                         f"with --export, else {DEFAULT_MODEL}")
+    ap.add_argument("--export", default=None, help="adapter export folder to apply (e.g. runs/save-tiny/export)")
+    ap.add_argument("--frame-attention", default=None, choices=FRAME_ATTENTION,
+                    help=f"default: the export's with --export, else {DEFAULT_FRAME_ATTENTION}")
+    ap.add_argument("--inversion", default=["ddim"], choices=["ddim", "stem"], nargs="+",
+                    help="one or both (compared side by side in the plot)")
+    ap.add_argument("--steps", type=at_least(1, "DDIM steps, e.g. --steps 50"), default=50,
+                    help="DDIM steps, 1 .. the scheduler's num_train_timesteps (1000 for SD)")
+    ap.add_argument("--guidance", type=float, default=7.5)
+    ap.add_argument("--num-frames", type=at_least(1, "frames to edit"), default=8)
+    ap.add_argument("--stride", type=at_least(1, "take every stride-th frame"), default=1)
+    ap.add_argument("--height", type=at_least(1, "pixels"), default=32)
+    ap.add_argument("--width", type=at_least(1, "pixels"), default=32)
+    ap.add_argument("--stem-bases", type=at_least(1, "EM bases of STEM"), default=256)
+    ap.add_argument("--stem-tau", type=positive_float(), default=0.01)
+    ap.add_argument("--stem-iters", type=at_least(1, "EM iterations"), default=5)
+    ap.add_argument("--chunk-frames", type=at_least(1, "frames per STEM group"), default=None)
+    ap.add_argument("--pnp", action="store_true", help="plug-and-play feature injection from the source trajectory")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=Path("outputs/edit"))
+    return ap
 
 
 def build_callbacks(inversion: str, args) -> list:
@@ -25,72 +101,220 @@ def build_callbacks(inversion: str, args) -> list:
                           chunk_frames=args.chunk_frames, feature_injection=args.pnp)]
 
 
+# ------------------------------------------------------------------------------------------------
+# checks before any work
+# ------------------------------------------------------------------------------------------------
+
+
+def read_export_metadata(folder: str | Path) -> dict:
+    """Check an export folder without loading a model: `export.json` parses and lists its files, and
+    every listed safetensors file opens and reads completely.  Errors name the file and the fix."""
+    folder = Path(folder)
+    meta_path = folder / "export.json"
+    if not folder.is_dir():
+        raise UsageError(f"--export {folder}: no such folder; train a run (it exports to <run>/export) or "
+                         + REEXPORT_HINT)
+    if not meta_path.is_file():
+        raise UsageError(f"--export {folder}: no export.json in it, so it is not an export folder; " + REEXPORT_HINT)
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UsageError(f"{meta_path}: cannot read the export metadata ({err}); " + REEXPORT_HINT) from None
+    if not isinstance(meta, dict):
+        raise UsageError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}; " + REEXPORT_HINT)
+    missing = [k for k in ("base_model", "base_checksum", "frame_attention", "adapter", "files") if k not in meta]
+    if missing:
+        raise UsageError(f"{meta_path}: missing field(s) {', '.join(missing)}; " + REEXPORT_HINT)
+    files = meta["files"]
+    try:
+        files = json.loads(files) if isinstance(files, str) else files
+    except json.JSONDecodeError:
+        files = None
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        raise UsageError(f"{meta_path}: field 'files' must list the export's file names, got {meta['files']!r}; "
+                         + REEXPORT_HINT)
+    from safetensors import safe_open
+
+    for name in files:
+        path = folder / name
+        if not path.is_file():
+            raise UsageError(f"{path}: listed in {meta_path} but missing; " + REEXPORT_HINT)
+        try:
+            with safe_open(str(path), "pt") as f:
+                for key in f.keys():
+                    f.get_tensor(key)
+        except Exception as err:  # safetensors raises its own SafetensorError (and OSError)
+            raise UsageError(f"{path}: cannot read it ({type(err).__name__}: {err}); the file is truncated or "
+                             f"corrupt; " + REEXPORT_HINT) from None
+    return meta
+
+
+def resolve_model(args, meta: dict | None) -> tuple[str, Path]:
+    """The base model to load (`--model`, else the export's `base_model`, else the default) and its folder."""
+    from modules.models.loading import ModelNotFoundError, presets, resolve_model_path
+
+    if args.model is not None:
+        name, origin = args.model, "--model"
+    elif meta is not None:
+        name, origin = str(meta["base_model"]), f"{Path(args.export) / 'export.json'} (base_model)"
+    else:
+        name, origin = DEFAULT_MODEL, "default"
+    try:
+        path = resolve_model_path(name)
+    except ModelNotFoundError as err:
+        if args.model is None and meta is not None:
+            raise UsageError(
+                f"the export {args.export} was trained on base model '{name}', which is neither a preset "
+                f"({', '.join(presets())}) nor a model folder here; pass --model <that model's diffusers folder>"
+            ) from None
+        raise UsageError(f"--model {name}: {err}") from None
+    if origin != "--model":
+        print(f"[edit] base model: {name} (from {origin})")
+    return name, path
+
+
+def num_train_timesteps(model_path: Path) -> int | None:
+    """The scheduler's num_train_timesteps from `<model>/scheduler/scheduler_config.json` (no model loaded)."""
+    try:
+        return int(json.loads((model_path / "scheduler" / "scheduler_config.json").read_text())["num_train_timesteps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def check_steps(steps: int, n_train: int | None, model: str) -> None:
+    if n_train is not None and steps > n_train:
+        raise UsageError(
+            f"--steps {steps}: more than the {n_train} training timesteps of the scheduler of '{model}' "
+            f"(DDIM steps are a subset of them, so the loop would not move); use 1 <= --steps <= {n_train}, "
+            f"e.g. --steps 50"
+        )
+
+
+def output_fps(video: str | Path, stride: int) -> float:
+    """Frame rate to write: the input's, divided by the stride (so the clip plays at its real speed)."""
+    from data.video_io import video_fps
+
+    return video_fps(video) / stride
+
+
+# ------------------------------------------------------------------------------------------------
+# metrics.json: strict JSON
+# ------------------------------------------------------------------------------------------------
+
+
+def _finite(obj, where: str, notes: list[str]):
+    """A JSON-safe copy: numpy scalars as Python numbers, inf/NaN as None with a note saying where."""
+    if isinstance(obj, dict):
+        return {k: _finite(v, f"{where}.{k}" if where else str(k), notes) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v, f"{where}[{i}]", notes) for i, v in enumerate(obj)]
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):  # numpy / torch scalar
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        reason = ("the reconstruction equals the source exactly (PSNR is infinite)"
+                  if "psnr" in where and obj > 0 else "not a finite number")
+        notes.append(f"{where}: {obj} written as null: {reason}")
+        return None
+    return obj
+
+
+def write_metrics(path: Path, report: dict) -> Path:
+    """Write `{inversion: entry}` as strict JSON (no Infinity/NaN): each non-finite value becomes null
+    and the entry's `notes` list says which and why."""
+    clean = {}
+    for inv, entry in report.items():
+        notes = list(entry.get("notes", []))
+        body = _finite({k: v for k, v in entry.items() if k != "notes"}, "", notes)
+        clean[inv] = {**body, "notes": notes}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(clean, indent=2, allow_nan=False))
+    return path
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def prepare(args):
+    """Everything before the edit: checks, the clip, the model.  Raises UsageError / ValueError /
+    FileNotFoundError with a message for the user."""
+    meta = read_export_metadata(args.export) if args.export else None
+    model, model_path = resolve_model(args, meta)
+    check_steps(args.steps, num_train_timesteps(model_path), model)
+
+    from data.clip_dataset import ClipDataset
+
+    ds = ClipDataset(args.video, prompt=args.prompt, num_frames=args.num_frames, stride=args.stride,
+                     height=args.height, width=args.width)
+    fps = output_fps(ds.clips[0].video, args.stride)
+
+    from modules.models import VideoUNet, load_parts
+
+    if args.export:
+        from modules.adapters.export import load_adapted_model
+
+        parts, vunet = load_adapted_model(model, args.export)
+        if args.frame_attention and args.frame_attention != vunet.frame_attention:
+            print(f"[edit] frame attention: {args.frame_attention} (--frame-attention; the export was trained "
+                  f"with {vunet.frame_attention})")
+            vunet.set_frame_attention(args.frame_attention)
+        else:
+            print(f"[edit] frame attention: {vunet.frame_attention}")
+    else:
+        parts = load_parts(model)
+        vunet = VideoUNet(parts.unet, args.frame_attention or DEFAULT_FRAME_ATTENTION)
+    check_steps(args.steps, parts.scheduler.config.num_train_timesteps, model)
+    return ds, fps, model, parts, vunet
+
+
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--video", required=True)
-    ap.add_argument("--prompt", required=True, help="source prompt (describes the input video)")
-    ap.add_argument("--edit", action="append", default=[], help="edit prompt (repeatable)")
-    ap.add_argument("--model", default="tiny-sd", help="diffusers folder or preset (tiny-sd, tiny-world)")
-    ap.add_argument("--export", default=None, help="adapter export folder to apply (e.g. runs/save-tiny/export)")
-    ap.add_argument("--frame-attention", default="first", choices=["per_frame", "first", "sparse_causal", "full"])
-    ap.add_argument("--inversion", default=["ddim"], choices=["ddim", "stem"], nargs="+",
-                    help="one or both (compared side by side in the plot)")
-    ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--guidance", type=float, default=7.5)
-    ap.add_argument("--num-frames", type=int, default=8)
-    ap.add_argument("--stride", type=int, default=1)
-    ap.add_argument("--height", type=int, default=32)
-    ap.add_argument("--width", type=int, default=32)
-    ap.add_argument("--stem-bases", type=int, default=256)
-    ap.add_argument("--stem-tau", type=float, default=0.01)
-    ap.add_argument("--stem-iters", type=int, default=5)
-    ap.add_argument("--chunk-frames", type=int, default=None)
-    ap.add_argument("--pnp", action="store_true", help="plug-and-play feature injection from the source trajectory")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=Path("outputs/edit"))
-    args = ap.parse_args(argv)
+    args = build_parser().parse_args(argv)
 
     import numpy as np
     import torch
 
-    from data.clip_dataset import ClipDataset
     from data.video_io import to_frames
     from modules import metrics
     from modules.callbacks.video_logger import write_edit_videos
     from modules.editing import EditConfig, edit_clip
-    from modules.models import VideoUNet, load_parts
 
     torch.manual_seed(args.seed)
-    ds = ClipDataset(args.video, prompt=args.prompt, num_frames=args.num_frames, stride=args.stride,
-                     height=args.height, width=args.width)
+    try:
+        ds, fps, model, parts, vunet = prepare(args)
+    except (UsageError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     pixels = ds[0]["pixel_values"][None]
-    if args.export:
-        from modules.adapters.export import load_adapted_model
-
-        parts, vunet = load_adapted_model(args.model, args.export)
-    else:
-        parts = load_parts(args.model)
-        vunet = VideoUNet(parts.unet, args.frame_attention)
     vunet.eval()
     cfg = EditConfig(edit_prompts=args.edit, num_inference_steps=args.steps, guidance_scale=args.guidance)
+    settings = {"model": model, "export": args.export, "frame_attention": vunet.frame_attention,
+                "steps": args.steps, "guidance": args.guidance, "fps": fps}
     report, errors = {}, {}
     src = to_frames(pixels)
     for inv in args.inversion:
         res = edit_clip(parts, vunet, pixels, args.prompt, cfg, build_callbacks(inv, args))
-        paths = write_edit_videos(args.out, res, args.prompt, 8, tag=inv)
+        paths = write_edit_videos(args.out, res, args.prompt, fps, tag=inv)
         rec = to_frames(res.reconstruction)
         psnr, ssim = metrics.psnr(src, rec), metrics.ssim(src, rec)
         errors[inv] = np.mean((src.astype(np.float32) - rec.astype(np.float32)) ** 2 / 255.0**2, axis=(1, 2, 3))
-        entry = {"recon_psnr_per_frame": psnr.tolist(), "recon_ssim_per_frame": ssim.tolist(),
+        notes = []
+        entry = {**settings, "recon_psnr_per_frame": psnr.tolist(),
+                 "recon_psnr_mean": float(np.mean(np.minimum(psnr, PSNR_CAP_DB))),
+                 "recon_ssim_per_frame": ssim.tolist(),
                  "videos": {k: str(v) for k, v in paths.items()}, "edits": {}}
+        if np.isinf(psnr).any():
+            notes.append(f"recon_psnr_mean counts frames reconstructed exactly as {PSNR_CAP_DB:g} dB")
         for prompt, video in res.edits.items():
+            if len(src) < 2:
+                entry["edits"][prompt] = {"warping_error": None}
+                notes.append(f"edits.{prompt}.warping_error: null: it needs at least 2 frames, the clip has 1")
+                continue
             we, _ = metrics.warping_error(src, to_frames(video), flow=ds.flow(0))
             entry["edits"][prompt] = {"warping_error": we}
+        entry["notes"] = notes
         report[inv] = entry
-        print(f"[{inv}] reconstruction PSNR {np.mean(np.minimum(psnr, 100)):.2f} dB, SSIM {ssim.mean():.4f}; "
-              f"side-by-side -> {paths['side_by_side']}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "metrics.json").write_text(json.dumps(report, indent=2))
+        print(f"[{inv}] reconstruction PSNR {entry['recon_psnr_mean']:.2f} dB, SSIM {ssim.mean():.4f}; "
+              f"side-by-side ({fps:g} fps) -> {paths['side_by_side']}")
+    write_metrics(args.out / "metrics.json", report)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,6 +329,7 @@ def main(argv=None):
     ax.legend()
     fig.tight_layout()
     fig.savefig(args.out / "reconstruction_error.png", dpi=120)
+    plt.close(fig)
     print(f"metrics -> {args.out / 'metrics.json'}, plot -> {args.out / 'reconstruction_error.png'}")
 
 
