@@ -9,7 +9,11 @@ the bundled ``data/samples/*.flow.npy``): ``flow[n]`` is ``(H, W, 2)`` float32 `
     frame_n(y, x) ≈ frame_{n+1}(y + dy, x + dx)
 
 so ``warp(frame_{n+1}, flow[n])`` — which samples ``frame_{n+1}`` at ``(x + dx, y + dy)`` — is an
-estimate of ``frame_n``.
+estimate of ``frame_n``, and ``splat(frame_n, flow[n])`` (moving each pixel by its flow) one of
+``frame_{n+1}``.  ``warping_error`` follows METHODS.md: the input video's flow warps output frame n
+onto n+1 (splatting), MSE over pixels that are in the frame and pass the forward-backward check.
+
+PSNR and SSIM are computed by torchmetrics (SSIM: Gaussian window 11×11, σ 1.5).
 
 CLIP scores (``ClipScorer``) follow the SAVE paper: text alignment is the mean cosine similarity
 between each frame's image embedding and the prompt's text embedding, frame consistency the mean
@@ -28,6 +32,8 @@ __all__ = [
     "ssim",
     "optical_flow",
     "warp",
+    "flow_consistency",
+    "splat",
     "warping_error",
     "ClipScorer",
 ]
@@ -70,32 +76,49 @@ def _pair(a, b, name: str) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------------------------------
 
 
+def _torch_video(x: np.ndarray):
+    """uint8 ``(F, H, W, C)`` -> float64 torch ``(F, C, H, W)`` in [0, 255]."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).to(torch.float64)
+
+
 def psnr(a, b, data_range: float = 255.0) -> np.ndarray:
-    """Per-frame PSNR in dB between two uint8 videos ``(F, H, W, 3)``; ``inf`` for identical frames."""
+    """Per-frame PSNR in dB between two uint8 videos ``(F, H, W, 3)``; ``inf`` for identical frames.
+
+    Computed by ``torchmetrics.functional.image.peak_signal_noise_ratio`` (float64, per frame).
+    """
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
     a, b = _pair(a, b, "psnr")
-    diff = a.astype(np.float64) - b.astype(np.float64)
-    mse = (diff**2).reshape(len(a), -1).mean(axis=1)
-    with np.errstate(divide="ignore"):
-        return 10.0 * np.log10(data_range**2 / mse)
+    out = peak_signal_noise_ratio(_torch_video(a), _torch_video(b), data_range=float(data_range),
+                                  reduction="none", dim=(1, 2, 3))
+    return out.numpy().astype(np.float64).reshape(len(a))
+
+
+SSIM_WINDOW, SSIM_SIGMA = 11, 1.5
 
 
 def ssim(a, b) -> np.ndarray:
-    """Per-frame SSIM (``skimage.metrics.structural_similarity``, RGB, 7x7 window) of two uint8 videos."""
-    from skimage.metrics import structural_similarity
+    """Per-frame SSIM of two uint8 videos ``(F, H, W, 3)`` with the standard Gaussian window (11×11,
+    σ = 1.5, K1 = 0.01, K2 = 0.03, data range 255), as ``torchmetrics`` computes it
+    (``structural_similarity_index_measure``: channels averaged; the borders are filled by reflection
+    and included in the mean, where scikit-image's ``structural_similarity(gaussian_weights=True)``
+    crops them -- both agree exactly on the interior)."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
 
     a, b = _pair(a, b, "ssim")
     h, w = a.shape[1:3]
-    win = min(7, h, w)
-    win -= 1 - win % 2  # odd
-    if win < 3:
-        raise ValueError(f"ssim: frames of {h}x{w} are too small (need at least 3x3)")
-    return np.array(
-        [
-            structural_similarity(x, y, channel_axis=-1, data_range=255, win_size=win)
-            for x, y in zip(a, b)
-        ],
-        dtype=np.float64,
+    if min(h, w) < SSIM_WINDOW:
+        raise ValueError(
+            f"ssim: frames of {h}x{w} are smaller than the {SSIM_WINDOW}x{SSIM_WINDOW} Gaussian window; "
+            f"use frames of at least {SSIM_WINDOW}x{SSIM_WINDOW}"
+        )
+    out = structural_similarity_index_measure(
+        _torch_video(a), _torch_video(b), gaussian_kernel=True, sigma=SSIM_SIGMA, kernel_size=SSIM_WINDOW,
+        data_range=255.0, k1=0.01, k2=0.03, reduction="none",
     )
+    return out.numpy().astype(np.float64).reshape(len(a))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -103,32 +126,37 @@ def ssim(a, b) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 
 
-def optical_flow(frames, method: str = "farneback") -> np.ndarray:
+def optical_flow(frames, method: str = "farneback", direction: str = "forward") -> np.ndarray:
     """Dense optical flow between consecutive frames of a uint8 video -> float32 ``(F-1, H, W, 2)``.
 
     ``method`` is ``"farneback"`` (``cv2.calcOpticalFlowFarneback``) or ``"dis"`` (``cv2.DISOpticalFlow``).
-    Convention: ``frame_n(y, x) ≈ frame_{n+1}(y + dy, x + dx)`` (see the module docstring).
+    ``direction="forward"``: ``flow[n]`` lives on frame n's grid, ``frame_n(y, x) ≈ frame_{n+1}(y + dy, x + dx)``
+    (see the module docstring); ``"backward"``: ``flow[n]`` lives on frame n+1's grid,
+    ``frame_{n+1}(y, x) ≈ frame_n(y + dy, x + dx)``.
     """
     import cv2
 
+    if direction not in ("forward", "backward"):
+        raise ValueError(f"optical_flow: direction must be 'forward' or 'backward', got {direction!r}")
     v = _video(frames, "optical_flow")
     if len(v) < 2:
         raise ValueError(f"optical_flow: need at least 2 frames, got {len(v)}")
     gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) if f.shape[-1] == 3 else f[..., 0] for f in v]
+    pairs = [(n, n + 1) if direction == "forward" else (n + 1, n) for n in range(len(v) - 1)]
     h, w = gray[0].shape
     out = np.empty((len(v) - 1, h, w, 2), dtype=np.float32)
     if method == "farneback":
         levels = max(0, min(3, int(np.log2(max(1, min(h, w) / 8)))))
         win = max(5, min(15, min(h, w) // 4 * 2 + 1))
-        for n in range(len(v) - 1):
+        for n, (i, j) in enumerate(pairs):
             out[n] = cv2.calcOpticalFlowFarneback(
-                gray[n], gray[n + 1], None, pyr_scale=0.5, levels=levels, winsize=win,
+                gray[i], gray[j], None, pyr_scale=0.5, levels=levels, winsize=win,
                 iterations=5, poly_n=5, poly_sigma=1.1, flags=0,
             )
     elif method == "dis":
         dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-        for n in range(len(v) - 1):
-            out[n] = dis.calc(gray[n], gray[n + 1], None)
+        for n, (i, j) in enumerate(pairs):
+            out[n] = dis.calc(gray[i], gray[j], None)
     else:
         raise ValueError(f"optical_flow: unknown method {method!r}; use 'farneback' or 'dis'")
     return out
@@ -163,13 +191,77 @@ def warp(frame, flow, return_mask: bool = False):
     return out, mask
 
 
-def warping_error(source_frames, output_frames, flow=None) -> tuple[float, np.ndarray]:
-    """Temporal warping error of an edited video.
+def flow_consistency(flow_ab, flow_ba) -> np.ndarray:
+    """Forward-backward consistency of a flow: boolean ``(H, W)`` mask on grid A.
 
-    The flow is estimated on the *source* video with ``optical_flow`` unless given (``(F-1, H, W, 2)``,
-    same convention).  For each n, output frame n+1 is warped back onto frame n and the mean squared
-    error over the valid (in-frame) pixels is taken, with intensities in [0, 1].  Returns
-    ``(mean over n, per-pair array of F-1 values)``.
+    ``flow_ab`` (on grid A) maps A to B, ``flow_ba`` (on grid B) maps B back to A.  A pixel p is kept
+    when p + w(p) lies inside the frame and, with ŵ = flow_ba sampled at p + w(p) (bilinear),
+    ``|w + ŵ|² < 0.01 (|w|² + |ŵ|²) + 0.5`` (the standard threshold of Sundaram et al. 2010 /
+    Ruder et al. 2016).  With A = frame n and B = frame n+1 the rejected pixels are those of frame n
+    occluded in n+1; with A = n+1 and B = n, those disoccluded in n+1 (visible there, hidden in n).
+    """
+    fab = np.asarray(flow_ab, dtype=np.float32)
+    fba = np.asarray(flow_ba, dtype=np.float32)
+    if fab.ndim != 3 or fab.shape[-1] != 2 or fba.shape != fab.shape:
+        raise ValueError(f"flow_consistency: flows must both be shaped (H, W, 2), got {fab.shape} and {fba.shape}")
+    back, inside = warp(fba, fab, return_mask=True)
+    sq = lambda x: (x.astype(np.float64) ** 2).sum(-1)  # noqa: E731
+    return inside & (sq(fab + back) < 0.01 * (sq(fab) + sq(back)) + 0.5)
+
+
+def splat(frame, flow, source_mask=None, min_weight: float = 0.5):
+    """Forward-warp ``frame`` by ``flow`` (bilinear splatting): pixel p is moved to p + flow(p).
+
+    ``frame`` is ``(H, W)`` or ``(H, W, C)``, ``flow`` ``(H, W, 2)`` on the frame's grid; pixels where
+    ``source_mask`` is False are not moved.  Returns ``(warped float64 (H, W, C), valid (H, W) bool)``:
+    each target pixel is the weight-normalised sum of what lands on it; ``valid`` marks targets that
+    received a total bilinear weight ≥ ``min_weight`` (holes: disoccluded or entering the frame).
+    """
+    frame = np.asarray(frame, dtype=np.float64)
+    if frame.ndim == 2:
+        frame = frame[..., None]
+    flow = np.asarray(flow, dtype=np.float64)
+    h, w, c = frame.shape
+    if flow.shape != (h, w, 2):
+        raise ValueError(f"splat: flow must be shaped (H, W, 2) = ({h}, {w}, 2) like the frame, got {flow.shape}")
+    keep = np.ones((h, w), bool) if source_mask is None else np.asarray(source_mask, bool)
+    gy, gx = np.mgrid[0:h, 0:w].astype(np.float64)
+    tx, ty = gx + flow[..., 0], gy + flow[..., 1]
+    x0, y0 = np.floor(tx), np.floor(ty)
+    weight = np.zeros(h * w)
+    acc = np.zeros((c, h * w))
+    values = frame.reshape(-1, c)
+    for ox in (0, 1):
+        for oy in (0, 1):
+            cx, cy = x0 + ox, y0 + oy
+            wt = (1 - np.abs(tx - cx)) * (1 - np.abs(ty - cy))
+            ok = keep & (wt > 0) & (cx >= 0) & (cx <= w - 1) & (cy >= 0) & (cy <= h - 1)
+            idx = (cy[ok] * w + cx[ok]).astype(np.int64)
+            wk = wt[ok]
+            weight += np.bincount(idx, wk, minlength=h * w)
+            for ch in range(c):
+                acc[ch] += np.bincount(idx, wk * values[ok.ravel(), ch], minlength=h * w)
+    valid = weight >= min_weight
+    out = np.zeros((h * w, c))
+    out[valid] = (acc[:, valid] / weight[valid]).T
+    return out.reshape(h, w, c), valid.reshape(h, w)
+
+
+def warping_error(source_frames, output_frames, flow=None, backward_flow=None, return_masks: bool = False):
+    """Temporal warping error of an edited video (METHODS.md, "Metrics (shared)").
+
+    Direction: the *input* video's forward flow ``f_n`` (n -> n+1, see the module docstring) warps
+    *output* frame n onto frame n+1 (forward bilinear splatting, :func:`splat`); the error of pair n is
+    the mean squared error against output frame n+1 over its valid pixels, intensities in [0, 1].
+    Valid: pixels of frame n that pass the forward-backward check with the input's backward flow
+    ``b_n`` (n+1 -> n; :func:`flow_consistency`, i.e. not occluded in n+1 and not leaving the frame) are
+    moved, and the pixels of frame n+1 that receive them (total weight ≥ 0.5) are scored -- so regions
+    disoccluded in n+1 or entering the frame are left out.
+
+    ``flow``/``backward_flow`` are ``(F-1, H, W, 2)`` (``backward_flow[n]`` on frame n+1's grid, as
+    ``optical_flow(..., direction="backward")``); each one not given is estimated on the source video
+    with :func:`optical_flow`.  Returns ``(mean over n, per-pair array of F-1 values)``, plus the
+    ``(F-1, H, W)`` boolean masks of scored pixels on frames 1..F-1 with ``return_masks=True``.
     """
     src = _video(source_frames, "warping_error: source video")
     out = _video(output_frames, "warping_error: output video")
@@ -180,22 +272,26 @@ def warping_error(source_frames, output_frames, flow=None) -> tuple[float, np.nd
         )
     if len(out) < 2:
         raise ValueError(f"warping_error: need at least 2 frames, got {len(out)}")
-    if flow is None:
-        flow = optical_flow(src)
-    flow = np.asarray(flow, dtype=np.float32)
     expected = (len(out) - 1, *out.shape[1:3], 2)
-    if flow.shape != expected:
-        raise ValueError(f"warping_error: flow must be shaped (F-1, H, W, 2) = {expected}, got {flow.shape}")
-    outf = out.astype(np.float32) / 255.0
+    flows = {}
+    for name, value, direction in (("flow", flow, "forward"), ("backward_flow", backward_flow, "backward")):
+        value = optical_flow(src, direction=direction) if value is None else np.asarray(value, dtype=np.float32)
+        if value.shape != expected:
+            raise ValueError(f"warping_error: {name} must be shaped (F-1, H, W, 2) = {expected}, got {value.shape}")
+        flows[name] = value
+    outf = out.astype(np.float64) / 255.0
     errors = np.empty(len(out) - 1, dtype=np.float64)
+    masks = np.zeros(expected[:-1], dtype=bool)
     for n in range(len(out) - 1):
-        warped, mask = warp(outf[n + 1], flow[n], return_mask=True)
+        visible = flow_consistency(flows["flow"][n], flows["backward_flow"][n])
+        warped, mask = splat(outf[n], flows["flow"][n], source_mask=visible)
+        masks[n] = mask
         if not mask.any():
             errors[n] = np.nan
             continue
-        diff = (warped - outf[n])[mask]
-        errors[n] = float(np.mean(diff.astype(np.float64) ** 2))
-    return float(np.nanmean(errors)) if np.isfinite(errors).any() else float("nan"), errors
+        errors[n] = float(np.mean((warped - outf[n + 1])[mask] ** 2))
+    mean = float(np.nanmean(errors)) if np.isfinite(errors).any() else float("nan")
+    return (mean, errors, masks) if return_masks else (mean, errors)
 
 
 # --------------------------------------------------------------------------------------------------

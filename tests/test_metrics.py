@@ -4,7 +4,7 @@ import torch
 
 from data.clip_dataset import SAMPLES_DIR
 from data.video_io import read_video, to_tensor
-from modules.metrics import ClipScorer, optical_flow, psnr, ssim, warp, warping_error
+from modules.metrics import ClipScorer, flow_consistency, optical_flow, psnr, splat, ssim, warp, warping_error
 
 
 @pytest.fixture(scope="module")
@@ -65,22 +65,139 @@ def test_farneback_recovers_known_pan(pan):
     np.testing.assert_allclose(np.median(zflow[:, 8:-8, 8:-8], axis=(0, 1, 2)), [-3, -1], atol=0.2)
 
 
+def test_ssim_is_the_gaussian_window_ssim(pan):
+    """SSIM with the 11x11, sigma 1.5 Gaussian window as torchmetrics computes it, checked against
+    scikit-image: torchmetrics fills the 5-pixel border by reflection (numpy's 'reflect') and averages
+    over the whole frame, so scikit-image on the reflect-padded frames (which crops exactly that border
+    again) must give the same per-frame value."""
+    from skimage.metrics import structural_similarity
+
+    frames, _ = pan
+    rng = np.random.RandomState(2)
+    noisy = np.clip(frames + rng.normal(0, 12, frames.shape), 0, 255).astype(np.uint8)
+    ours = ssim(frames, noisy)
+    pad = lambda x: np.pad(x, ((5, 5), (5, 5), (0, 0)), mode="reflect")  # noqa: E731
+    ref = [structural_similarity(pad(x), pad(y), channel_axis=-1, data_range=255, gaussian_weights=True, sigma=1.5,
+                                 use_sample_covariance=False) for x, y in zip(frames, noisy)]
+    np.testing.assert_allclose(ours, ref, atol=1e-7)
+    # a non-square frame and a different degradation
+    blur = ((frames[:, :40].astype(np.float64) + np.roll(frames[:, :40], 1, axis=2)) / 2).astype(np.uint8)
+    ref = [structural_similarity(pad(x), pad(y), channel_axis=-1, data_range=255, gaussian_weights=True, sigma=1.5,
+                                 use_sample_covariance=False) for x, y in zip(frames[:, :40], blur)]
+    np.testing.assert_allclose(ssim(frames[:, :40], blur), ref, atol=1e-7)
+    # the old uniform 7x7 window gives a different value
+    uniform = [structural_similarity(x, y, channel_axis=-1, data_range=255, win_size=7) for x, y in zip(frames, noisy)]
+    assert np.abs(ours - np.array(uniform)).max() > 5e-3
+    with pytest.raises(ValueError, match="11x11 Gaussian window"):
+        ssim(frames[:, :8, :8], frames[:, :8, :8])
+
+
+def test_psnr_matches_independent_formula(pan):
+    frames, _ = pan
+    rng = np.random.RandomState(3)
+    noisy = np.clip(frames + rng.normal(0, 9, frames.shape), 0, 255).astype(np.uint8)
+    mse = ((frames.astype(np.float64) - noisy) ** 2).reshape(len(frames), -1).mean(1)
+    np.testing.assert_allclose(psnr(frames, noisy), 10 * np.log10(255.0**2 / mse), atol=1e-5)  # torchmetrics: float32 log
+    assert psnr(frames, noisy).dtype == np.float64 and psnr(frames, noisy).shape == (8,)
+
+
+def occluder_video(num_frames=4, size=48, box=(16, 12, 14), step=3, seed=0):
+    """A textured static background with a textured square moving right by ``step`` px per frame,
+    and its exact forward (n -> n+1, on frame n) and backward (n+1 -> n, on frame n+1) flows."""
+    rng = np.random.RandomState(seed)
+    bg = (rng.rand(size, size, 3) * 255).astype(np.uint8)
+    y0, x0, side = box
+    patch = (rng.rand(side, side, 3) * 255).astype(np.uint8)
+    frames, fwd, bwd = [], [], []
+    for n in range(num_frames):
+        f = bg.copy()
+        f[y0:y0 + side, x0 + n * step:x0 + n * step + side] = patch
+        frames.append(f)
+    for n in range(num_frames - 1):
+        fl = np.zeros((size, size, 2), np.float32)
+        fl[y0:y0 + side, x0 + n * step:x0 + n * step + side, 0] = step
+        bl = np.zeros((size, size, 2), np.float32)
+        bl[y0:y0 + side, x0 + (n + 1) * step:x0 + (n + 1) * step + side, 0] = -step
+        fwd.append(fl)
+        bwd.append(bl)
+    return np.stack(frames), np.stack(fwd), np.stack(bwd)
+
+
+def test_forward_backward_check_marks_occlusions():
+    frames, fwd, bwd = occluder_video()
+    y0, x0, side, step = 16, 12, 14, 3
+    for n in range(len(fwd)):
+        left = x0 + n * step  # the square's left edge in frame n
+        # on frame n+1: the strip the square uncovered (visible in n+1, hidden in n) fails the check
+        dis = np.zeros((48, 48), bool)
+        dis[y0:y0 + side, left:left + step] = True
+        np.testing.assert_array_equal(~flow_consistency(bwd[n], fwd[n]), dis)
+        # on frame n: the background the square is about to cover fails the check
+        occ = np.zeros((48, 48), bool)
+        occ[y0:y0 + side, left + side:left + side + step] = True
+        np.testing.assert_array_equal(~flow_consistency(fwd[n], bwd[n]), occ)
+
+
+def test_warping_error_direction_and_occlusion_mask():
+    frames, fwd, bwd = occluder_video()
+    y0, x0, side, step = 16, 12, 14, 3
+    err, per_pair, masks = warping_error(frames, frames, flow=fwd, backward_flow=bwd, return_masks=True)
+    # the source is perfectly warped by its own flow: ~0 once occlusions are masked
+    assert per_pair.shape == (3,) and masks.shape == (3, 48, 48)
+    assert err < 1e-12
+    for n in range(3):
+        # masks live on frame n+1 (frame n is warped onto n+1): exactly the disoccluded strip is left out
+        hole = np.zeros((48, 48), bool)
+        hole[y0:y0 + side, x0 + n * step:x0 + n * step + step] = True
+        np.testing.assert_array_equal(~masks[n], hole)
+        # splatting frame n by the forward flow reproduces frame n+1 on the scored pixels
+        warped, valid = splat(frames[n].astype(np.float64), fwd[n], source_mask=flow_consistency(fwd[n], bwd[n]))
+        np.testing.assert_array_equal(valid, masks[n])
+        np.testing.assert_allclose(warped[valid], frames[n + 1][valid])
+    # without the occlusion check the same perfect output would be penalised
+    naive, _ = splat(frames[0].astype(np.float64), fwd[0])
+    assert np.mean((naive / 255.0 - frames[1] / 255.0) ** 2) > 1e-3
+    # changing output frame n+1 where it is disoccluded is not scored; changing it elsewhere is
+    out = frames.copy()
+    out[1, y0:y0 + side, x0:x0 + step] = 0
+    assert warping_error(frames, out, flow=fwd, backward_flow=bwd)[1][0] < 1e-12
+    out[1, 0:4, 0:4] = 255 - out[1, 0:4, 0:4]
+    assert warping_error(frames, out, flow=fwd, backward_flow=bwd)[1][0] > 1e-4
+
+
 def test_warping_error_with_ground_truth_flow(pan):
     frames, gt = pan
-    err_gt, per_frame = warping_error(frames, frames, flow=gt)
-    err_zero, _ = warping_error(frames, frames, flow=np.zeros_like(gt))
-    err_est, _ = warping_error(frames, frames)  # flow estimated on the source
+    back = -gt  # a constant pan: the backward flow is the negated forward flow
+    err_gt, per_frame, masks = warping_error(frames, frames, flow=gt, backward_flow=back, return_masks=True)
+    # content moves 2 px left: the two rightmost columns of frame n+1 enter the frame and are not scored
+    assert (~masks[:, :, -2:]).all() and masks[:, :, :-2].all()
+    err_zero, _ = warping_error(frames, frames, flow=np.zeros_like(gt), backward_flow=np.zeros_like(gt))
+    err_est, _ = warping_error(frames, frames)  # both flows estimated on the source
+    err_fwd_only, _ = warping_error(frames, frames, flow=gt)  # backward flow estimated
     assert per_frame.shape == (7,) and err_gt == pytest.approx(per_frame.mean())
-    assert 0 <= err_gt < 1e-4 and err_zero > 0.01
-    assert err_gt < err_zero / 100
+    assert 0 <= err_gt < 1e-5 and err_zero > 0.01  # mp4 coding noise only
+    assert err_fwd_only < 1e-5
     assert err_est < err_zero / 20
     # a temporally flickering output scores worse than the clean one
     flicker = frames.astype(int)
     flicker[1::2] = np.clip(flicker[1::2] + 40, 0, 255)
-    err_flicker, _ = warping_error(frames, flicker.astype(np.uint8), flow=gt)
+    err_flicker, _ = warping_error(frames, flicker.astype(np.uint8), flow=gt, backward_flow=back)
     assert err_flicker > 0.02 > err_gt
     with pytest.raises(ValueError, match="same shape"):
         warping_error(frames, frames[:, :32])
+    with pytest.raises(ValueError, match="backward_flow must be shaped"):
+        warping_error(frames, frames, flow=gt, backward_flow=back[:3])
+
+
+def test_warping_error_on_every_bundled_clip():
+    from pathlib import Path
+
+    for video in sorted(Path(SAMPLES_DIR).glob("*.mp4")):
+        frames = read_video(video)
+        gt = np.load(video.with_name(video.stem + ".flow.npy"))
+        err, _, masks = warping_error(frames, frames, flow=gt, backward_flow=-gt, return_masks=True)
+        assert err < 1e-5, video.name  # mp4 coding noise only
+        assert 0.8 < masks.mean() < 1.0, video.name
 
 
 # -- CLIP ------------------------------------------------------------------------------------------
