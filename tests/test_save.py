@@ -220,3 +220,28 @@ def test_every_trainable_tensor_gets_gradient(adapter, temporal):
     _loss(module, z0, emb).backward()
     no_grad = [n for n, p in trainable.items() if p.grad is None or not bool(p.grad.abs().max() > 0)]
     assert not no_grad, f"{len(no_grad)}/{len(trainable)} trainable tensors got no gradient, e.g. {no_grad[:4]}"
+
+
+def test_spectral_weight_is_rebuilt_in_fp32_under_autocast():
+    """`bf16-mixed` runs the layers under autocast: Ŵ = U diag(ReLU(σ+δ)) Vᵀ must still be rebuilt in fp32
+    (at δ = 0 it equals W to fp32 rounding), and only the layer's own matmul runs in bf16."""
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(320, 320)
+    w0 = lin.weight.detach().clone()
+    x = torch.randn(64, 320)
+    mod = apply_spectral_shift(torch.nn.Sequential(lin), ["0"])["0"]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        w = mod.shifted_weight()
+        ref = lin(x)  # the original layer under autocast: bf16(x) @ bf16(W)ᵀ
+        out = mod(x)
+        out_grad_path = mod(x.clone().requires_grad_(True))
+    assert w.dtype == torch.float32
+    rel = float((w - w0).abs().max() / w0.abs().max())
+    assert rel <= 1e-5, rel  # rebuilt in bf16 this is ~8e-3 at 320×320
+    for o in (out, out_grad_path):
+        assert o.dtype == ref.dtype == torch.bfloat16
+        # Ŵ rounds to the same bf16 weights as W: outputs equal but for ~1% one bf16 ulp apart (a sum within
+        # 1e-6 of a rounding boundary); with Ŵ rebuilt in bf16, 58% of them differ
+        assert float((o != ref).float().mean()) < 0.05
+    out_grad_path.float().sum().backward()
+    assert mod.delta.grad is not None and mod.delta.grad.dtype == torch.float32

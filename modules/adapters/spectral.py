@@ -18,6 +18,14 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def rebuild_weight(U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """Ŵ = U diag(ReLU(σ + δ)) Vᵀ in fp32 with autocast off: under `bf16-mixed` autocast would run this
+    matmul in bf16 and Ŵ at δ = 0 would differ from W by ~1e-3 (relative) before the layer even
+    casts it for its own (autocast) matmul."""
+    with torch.autocast(device_type=U.device.type, enabled=False):
+        return (U.float() * F.relu(S.float() + delta.float())) @ Vh.float()
+
+
 class _SpectralLinear(torch.autograd.Function):
     """y = x Ŵᵀ + b with Ŵ = U diag(ReLU(σ + δ)) Vᵀ, differentiable in x, δ (and b).
 
@@ -28,14 +36,18 @@ class _SpectralLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, U, S, Vh, delta, bias):
-        s = F.relu(S + delta)
-        w = ((U * s) @ Vh).to(x.dtype)
+        w = rebuild_weight(U, S, Vh, delta).to(x.dtype)
         ctx.save_for_backward(x, U, S, Vh, delta)
         ctx.bias_dtype = None if bias is None else bias.dtype
         return F.linear(x, w, None if bias is None else bias.to(x.dtype))
 
     @staticmethod
     def backward(ctx, grad_out):
+        with torch.autocast(device_type=grad_out.device.type, enabled=False):  # rank-r algebra in fp32
+            return _SpectralLinear._backward(ctx, grad_out)
+
+    @staticmethod
+    def _backward(ctx, grad_out):
         x, U, S, Vh, delta = ctx.saved_tensors
         g = grad_out.reshape(-1, grad_out.shape[-1])
         shift = S + delta
@@ -73,7 +85,8 @@ class SpectralShiftLinear(nn.Module):
         self.delta = nn.Parameter(torch.zeros_like(s))
 
     def shifted_weight(self) -> torch.Tensor:
-        return (self.U * F.relu(self.S + self.delta)) @ self.Vh
+        """Ŵ in fp32, also under autocast."""
+        return rebuild_weight(self.U, self.S, self.Vh, self.delta)
 
     @property
     def weight(self) -> torch.Tensor:  # for code that reads `.weight` (checksums, exports)
