@@ -189,8 +189,7 @@ def load_clips(source: str | Path, prompt: str | None = None) -> list[Clip]:
         if prompt is not None:
             raise ValueError(
                 f"prompt={prompt!r} was given with the folder '{path}', whose prompts come from its "
-                f"manifest ({METADATA} or {PROMPTS_TXT}); unset it (on the command line: "
-                f"--data.init_args.prompt null) or pass a single video file to set the prompt"
+                f"manifest; pass a single video file to set the prompt, or edit the folder's {METADATA}"
             )
         clips = _read_folder(path)
     else:
@@ -488,23 +487,7 @@ class ClipDataModule(_DataModuleBase):
         return max(1, math.ceil(self.steps_per_epoch * self.batch_size / len(self.clips)))
 
     def setup(self, stage: str | None = None) -> None:
-        self.check_frame_size()  # before decoding or any training
         self.dataset  # noqa: B018  (decode once)
-
-    def check_frame_size(self, module=None) -> None:
-        """Refuse a height/width the model cannot encode and decode back to the same size (the
-        model is `module` or the trainer's LightningModule; its `parts` are the loaded model)."""
-        if module is None:
-            trainer = getattr(self, "trainer", None)
-            module = trainer.lightning_module if trainer is not None else None
-        parts = getattr(module, "parts", None)
-        if parts is None:
-            return
-        from modules.models.sizes import check_frame_size, frame_size_rule
-
-        multiple, why = frame_size_rule(parts)
-        check_frame_size(self.height, self.width, multiple, why=why,
-                         where=f"data: {self.height}×{self.width} frames for model '{parts.model_id}'")
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         return DataLoader(
