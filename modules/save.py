@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from modules.adapters.export import LORA_TARGET, base_checksum, query_layer_names, save_export
+from modules.adapters.export import LORA_TARGET, base_checksum, base_fingerprint, query_layer_names, save_export
 from modules.adapters.spectral import SpectralShiftLinear, apply_spectral_shift, spectral_layers
 from modules.editing import EditConfig
 from modules.models import FRAME_ATTENTION_MODES, VideoUNet, load_parts
@@ -77,6 +77,7 @@ class SAVEModule(VideoTuningModule):
         dtype = getattr(torch, base_dtype)
         self.parts = load_parts(model, dtype=dtype)
         self.base_checksum = base_checksum(self.parts.unet)
+        self.base_fingerprint = base_fingerprint(self.parts.unet)  # tolerance check for other precisions
         self.video_unet = VideoUNet(self.parts.unet, frame_attention, temporal=True)
         if gradient_checkpointing:
             self.video_unet.enable_gradient_checkpointing()
@@ -163,7 +164,7 @@ class SAVEModule(VideoTuningModule):
         return save_export(
             out_dir, self.video_unet, method=self.method, adapter=self.hparams.adapter,
             temporal_trained=self.hparams.temporal != "frozen", base_model=self.parts.model_id,
-            checksum=self.base_checksum, hyperparameters=hp,
+            checksum=self.base_checksum, fingerprint=self.base_fingerprint, hyperparameters=hp,
             text_encoder=self.parts.text_encoder if self.hparams.train_text_encoder else None,
         )
 

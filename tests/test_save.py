@@ -245,3 +245,71 @@ def test_spectral_weight_is_rebuilt_in_fp32_under_autocast():
         assert float((o != ref).float().mean()) < 0.05
     out_grad_path.float().sum().backward()
     assert mod.delta.grad is not None and mod.delta.grad.dtype == torch.float32
+
+
+@pytest.fixture(scope="module")
+def tiny_sd_fp16_folder(tmp_path_factory):
+    """The tiny-sd preset with its UNet saved in fp16 (as SD checkpoints are usually shipped)."""
+    import shutil
+
+    from diffusers import UNet2DConditionModel
+
+    from modules.models.loading import resolve_model_path
+
+    src = resolve_model_path("tiny-sd")
+    dst = tmp_path_factory.mktemp("tiny-sd-fp16") / "model"
+    shutil.copytree(src, dst)
+    UNet2DConditionModel.from_pretrained(src / "unet", torch_dtype=torch.float16).save_pretrained(dst / "unet")
+    return dst
+
+
+def test_base_checksum_is_dtype_invariant(tiny_sd_fp16_folder):
+    from modules.adapters.export import base_checksum, query_layer_names
+    from modules.models import load_parts
+    from modules.models.loading import tensor_checksum
+
+    sums, raw = {}, {}
+    for dt in (torch.float32, torch.float16, torch.bfloat16):
+        unet = load_parts(str(tiny_sd_fp16_folder), dtype=dt).unet
+        sums[dt] = base_checksum(unet)
+        mods = dict(unet.named_modules())
+        raw[dt] = tensor_checksum([mods[n].weight for n in query_layer_names(unet)])  # not pre-rounded
+    assert len(set(sums.values())) == 1, sums
+    assert len(set(raw.values())) == 1, raw
+    assert set(raw.values()) == set(sums.values())
+    # a different base still differs: one query weight moved by one bf16 step
+    unet = load_parts(str(tiny_sd_fp16_folder), dtype=torch.float32).unet
+    with torch.no_grad():
+        w = unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1.to_q.weight
+        w[0, 0] = w[0, 0] * (1 + 2 ** -6)
+    assert base_checksum(unet) != sums[torch.float32]
+
+
+def test_export_loads_onto_the_same_base_in_any_dtype(tmp_path):
+    """The tiny-sd preset is stored in fp32: an fp16 load rounds twice (fp32 → fp16 → bf16) and its bf16
+    checksum differs, so the export also carries a per-layer sketch of the base's query weights that
+    is compared with a tolerance (precision changes them by ~1e-3, another base by far more)."""
+    from modules.adapters.export import base_fingerprint, fingerprint_distance
+    from modules.models import load_parts
+
+    module = SAVEModule(adapter="spectral")
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.requires_grad:
+                p.add_(0.01)
+    out = module.export(tmp_path / "export")
+    stored = json.loads(json.loads((out / "export.json").read_text())["base_fingerprint"])
+    for dt in (torch.float32, torch.float16, torch.bfloat16):
+        d = fingerprint_distance(base_fingerprint(load_parts("tiny-sd", dtype=dt).unet), stored)
+        assert d < 5e-3, (dt, d)  # fp32: 0; fp16, bf16: the rounding
+        parts, vunet = load_adapted_model("tiny-sd", out, dtype=dt)
+        deltas = [m.delta for m in vunet.unet.modules() if isinstance(m, SpectralShiftLinear)]
+        assert len(deltas) == 14 and all(torch.allclose(p, torch.full_like(p, 0.01)) for p in deltas)
+    # another base (one query layer changed by ~2% of its weights) is refused in every dtype
+    for dt in (torch.float32, torch.float16):
+        other = load_parts("tiny-sd", dtype=dt).unet
+        with torch.no_grad():
+            w = other.up_blocks[1].attentions[0].transformer_blocks[0].attn2.to_q.weight
+            w.add_(torch.randn(w.shape, generator=torch.Generator().manual_seed(1)).to(w) * 0.02 * float(w.float().std()))
+        with pytest.raises(ExportMismatchError, match="trained on base model"):
+            apply_export(VideoUNet(other), out)

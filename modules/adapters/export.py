@@ -8,8 +8,8 @@ An export folder holds, depending on the adapter:
 - `export.json` + `README.md`     metadata (also in every safetensors header) and a model card.
 
 `apply_export(video_unet, folder)` puts an export onto a freshly loaded base model and refuses
-files trained on another base model (checksum of the query weights), with wrong shapes or
-missing layers.
+files trained on another base model (checksum of the query weights rounded to bf16; where only the
+load precision differs, a per-layer sketch of them within 1%), with wrong shapes or missing layers.
 """
 from __future__ import annotations
 
@@ -45,15 +45,54 @@ def query_layer_names(unet: nn.Module) -> list[str]:
     return sorted(n for n, _ in unet.named_modules() if n.endswith(("attn1.to_q", "attn2.to_q")))
 
 
-def base_checksum(unet: nn.Module) -> str:
-    """Identifies the base model by its query weights (rounded to bf16, so dtype does not matter)."""
+def _base_query_weights(unet: nn.Module) -> dict[str, torch.Tensor]:
     mods = dict(unet.named_modules())
-    ws = []
+    out = {}
     for n in query_layer_names(unet):
         m = mods[n]
-        w = m.base_layer.weight if hasattr(m, "base_layer") else m.weight
-        ws.append(w.detach().to(torch.bfloat16).float())
-    return tensor_checksum(ws)
+        out[n] = (m.base_layer.weight if hasattr(m, "base_layer") else m.weight).detach()
+    return out
+
+
+def base_checksum(unet: nn.Module) -> str:
+    """Identifies the base model by its query weights, rounded to bf16 (`tensor_checksum`): the same for
+    fp32/fp16/bf16 loads of fp16-stored weights and for fp32/bf16 loads of fp32-stored ones."""
+    return tensor_checksum(list(_base_query_weights(unet).values()))
+
+
+FINGERPRINT_BUCKETS = 16
+FINGERPRINT_TOLERANCE = 1e-2  # relative; a change of precision moves a layer's sketch by ~1e-3
+
+
+def weight_sketch(w: torch.Tensor, buckets: int = FINGERPRINT_BUCKETS) -> list[float]:
+    """A fixed random linear sketch of a weight (count sketch: each entry added with a ±1 sign into one
+    of `buckets` sums, bucket and sign from a multiplicative hash of the index, in fp64). Distances
+    between sketches track relative distances between weights (Johnson–Lindenstrauss-like)."""
+    flat = w.detach().reshape(-1).cpu().double()
+    h = (torch.arange(flat.numel(), dtype=torch.int64) * 2654435761 + 40503) & 0xFFFFFFFF
+    bucket = (h >> 27) % buckets
+    sign = 1.0 - 2.0 * ((h >> 26) & 1).double()
+    sketch = torch.zeros(buckets, dtype=torch.float64).index_add_(0, bucket, sign * flat)
+    return [float(f"{v:.7g}") for v in sketch.tolist()]
+
+
+def base_fingerprint(unet: nn.Module) -> dict[str, list[float]]:
+    """Per query layer, a sketch of its base weight: compared with a tolerance where the exact checksum
+    cannot be dtype-invariant (an fp16 load of fp32-stored weights)."""
+    return {n: weight_sketch(w) for n, w in _base_query_weights(unet).items()}
+
+
+def fingerprint_distance(a: dict[str, list[float]], b: dict[str, list[float]]) -> float:
+    """Largest per-layer relative distance ‖a − b‖ / ‖b‖ (inf when the layers differ)."""
+    if set(a) != set(b):
+        return float("inf")
+    worst = 0.0
+    for n in b:
+        x, y = torch.tensor(a[n], dtype=torch.float64), torch.tensor(b[n], dtype=torch.float64)
+        if x.shape != y.shape:
+            return float("inf")
+        worst = max(worst, float((x - y).norm() / y.norm().clamp_min(1e-30)))
+    return worst
 
 
 def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
@@ -123,8 +162,10 @@ def model_card(meta: dict) -> str:
 
 
 def save_export(out_dir: str | Path, video_unet, *, method: str, adapter: str, temporal_trained: bool,
-                base_model: str, checksum: str, hyperparameters: dict, text_encoder=None) -> Path:
-    """`text_encoder`: given when its q_proj layers were spectral-shifted (their δ are exported too)."""
+                base_model: str, checksum: str, hyperparameters: dict, text_encoder=None,
+                fingerprint: dict | None = None) -> Path:
+    """`text_encoder`: given when its q_proj layers were spectral-shifted (their δ are exported too).
+    `fingerprint`: `base_fingerprint` of the base before adaptation (in export.json only)."""
     out = Path(out_dir)
     files = collect_tensors(video_unet, adapter, temporal_trained)
     if text_encoder is not None:
@@ -140,7 +181,10 @@ def save_export(out_dir: str | Path, video_unet, *, method: str, adapter: str, t
     }
     for fname, tensors in files.items():
         atomic_save(tensors, out / fname, meta)
-    (out / "export.json").write_text(json.dumps(meta, indent=2))
+    full_meta = dict(meta)
+    if fingerprint is not None:
+        full_meta["base_fingerprint"] = json.dumps(fingerprint)
+    (out / "export.json").write_text(json.dumps(full_meta, indent=2))
     (out / "README.md").write_text(model_card(meta))
     return out
 
@@ -166,11 +210,17 @@ def apply_export(video_unet, folder: str | Path, check_base: bool = True, text_e
     if check_base:
         have = base_checksum(unet)
         if have != meta["base_checksum"]:
-            raise ExportMismatchError(
-                f"{folder} was trained on base model '{meta['base_model']}' (query checksum "
-                f"{meta['base_checksum']}), but the loaded base has checksum {have}. Load the export onto "
-                f"the base model it was trained on."
-            )
+            # the same base in another precision (an fp16 load of fp32-stored weights) passes the sketch test
+            dist = (fingerprint_distance(base_fingerprint(unet), json.loads(meta["base_fingerprint"]))
+                    if meta.get("base_fingerprint") else float("inf"))
+            if not dist <= FINGERPRINT_TOLERANCE:
+                raise ExportMismatchError(
+                    f"{folder} was trained on base model '{meta['base_model']}' (query checksum "
+                    f"{meta['base_checksum']}), but the loaded base has checksum {have}"
+                    + (f" and its query weights differ by {dist:.2g} (relative; > {FINGERPRINT_TOLERANCE})"
+                       if dist != float("inf") else "")
+                    + ". Load the export onto the base model it was trained on."
+                )
     queries = query_layer_names(unet)
     mods = dict(unet.named_modules())
     adapter = meta["adapter"]

@@ -100,8 +100,17 @@ def encode_prompts(parts: DiffusionParts, prompts: list[str], grad: bool = False
 
 
 def tensor_checksum(tensors: list[torch.Tensor]) -> str:
-    """sha256 over fp32 bytes: identifies the base weights an adapter was trained on."""
+    """sha256 over the tensors rounded to bf16 (round to nearest even), hashed as fp32 bytes: identifies
+    the base weights an adapter was trained on, whatever dtype they were loaded in.
+
+    Equal for fp32, fp16 and bf16 loads of weights stored in fp16 (or bf16): an fp32 or fp16 load holds
+    the stored value v exactly, a bf16 load holds bf16(v), and bf16(bf16(v)) = bf16(v). Equal for fp32
+    and bf16 loads of fp32-stored weights. An fp16 load of fp32-stored weights rounds twice
+    (fp32 → fp16 → bf16) and differs on ~6% of the weights; no exact hash can equal both roundings of
+    every value, which is why exports also carry a tolerance-compared sketch
+    (`modules.adapters.export.base_fingerprint`). Pre-rounded input hashes the same (values unchanged
+    from the checksums of earlier versions, which rounded before calling this)."""
     h = hashlib.sha256()
     for t in tensors:
-        h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+        h.update(t.detach().cpu().to(torch.bfloat16).float().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
