@@ -1,0 +1,192 @@
+"""The base LightningModule of every trainable method.
+
+What every method gets from it (and must not re-implement):
+
+- **trainable-only checkpoints**: `state_dict` narrowed to tensors with `requires_grad`, checked by
+  exact name set on load; the base model is refused by checksum (`base_checksum`);
+- **seeded noise streams**: `generator(stream)` depends only on (seed, training iteration, rank,
+  stream name). The iteration counter is the module's own (`train_iteration`, saved in the
+  checkpoint), not `global_step`, which manual optimisation with two optimisers advances twice
+  per iteration; named streams ("noise", "timesteps", "spatial_frame", ...) stay independent when a
+  method draws more numbers;
+- **a noise-sampler switch** (`noise: white`; Gaussian-process noise registers later in
+  `NOISE_SAMPLERS`);
+- **the diffusion loss** on the family's denoiser with the scheduler's own noising and target,
+  and `extra_loss(batch, aux)` seeing the prediction (`aux.pred`: ε̂ / x̂0 / v̂), noise, timesteps
+  and noisy latents;
+- **NaN guard** naming the last good checkpoint; **gradient clipping** as a module setting
+  (`grad_clip`), also for manual optimisation (`clip_and_step`);
+- **`inference_adapters()`**: the context validation/predict sample under (MotionDirector samples
+  with its temporal LoRA only).
+"""
+from __future__ import annotations
+
+import contextlib
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from modules.sampling import Prediction
+
+NoiseSampler = Callable[[tuple, torch.Generator], torch.Tensor]
+
+
+def white_noise(shape: tuple, generator: torch.Generator) -> torch.Tensor:
+    return torch.randn(shape, generator=generator)
+
+
+NOISE_SAMPLERS: dict[str, NoiseSampler] = {"white": white_noise}
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+@dataclass
+class DiffusionAux:
+    """What `extra_loss` sees of the diffusion step."""
+
+    pred: Prediction  # the model output at (zt, t), as ε̂ / x̂0 / v̂ (differentiable)
+    output: torch.Tensor
+    target: torch.Tensor
+    noise: torch.Tensor
+    t: torch.Tensor
+    zt: torch.Tensor
+    z0: torch.Tensor
+
+
+def _stream_key(name: str) -> int:
+    return zlib.crc32(name.encode()) & 0x7FFFFFFF
+
+
+class TrainingModule(L.LightningModule):
+    """Subclasses set `self.spec` (a ModelSpec; its `model` is the network being adapted), mark
+    their trainable tensors, and define `configure_optimizers` and `export`."""
+
+    def __init__(self, seed: int = 0, noise: Literal["white"] = "white", grad_clip: float | None = 1.0):
+        super().__init__()
+        if noise not in NOISE_SAMPLERS:
+            raise ValueError(f"model.noise must be one of {sorted(NOISE_SAMPLERS)}, got {noise!r}")
+        self.noise_seed = seed
+        self.noise_kind = noise
+        self.grad_clip = grad_clip
+        self.train_iteration = 0
+        self.strict_loading = False  # checkpoints hold trainable tensors only
+
+    # -- randomness ----------------------------------------------------------------------------
+    def generator(self, stream: str = "noise") -> torch.Generator:
+        """Depends only on (seed, training iteration, rank, stream): resuming continues exactly."""
+        g = torch.Generator(device="cpu")
+        g.manual_seed((self.noise_seed * 1_000_003 + self.train_iteration * 101 + self.global_rank * 7919
+                       + _stream_key(stream) * 31) % (2**63 - 1))
+        return g
+
+    def sample_noise(self, like: torch.Tensor, stream: str = "noise") -> torch.Tensor:
+        return NOISE_SAMPLERS[self.noise_kind](tuple(like.shape), self.generator(stream)).to(like)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        self.train_iteration += 1
+
+    # -- the diffusion loss ----------------------------------------------------------------------
+    def diffusion_loss(self, z0: torch.Tensor, cond, denoiser=None) -> tuple[torch.Tensor, DiffusionAux]:
+        """MSE of the family's target (ε, v or x0 by the scheduler's `prediction_type`) at a random
+        timestep, on noise from the configured sampler."""
+        sch = self.spec.scheduler
+        denoiser = denoiser or self.spec
+        noise = self.sample_noise(z0)
+        t = torch.randint(0, sch.config.num_train_timesteps, (z0.shape[0],),
+                          generator=self.generator("timesteps")).to(z0.device)
+        zt = sch.add_noise(z0, noise, t)
+        ptype = sch.config.prediction_type
+        target = {"epsilon": noise, "sample": z0}.get(ptype)
+        if target is None:
+            target = sch.get_velocity(z0, noise, t)
+        out = denoiser(zt, t, cond)
+        acp = sch.alphas_cumprod.to(zt.device, torch.float64)[t].view(-1, *([1] * (zt.ndim - 1)))
+        pred = _BatchPrediction(out, zt, acp, ptype)
+        loss = F.mse_loss(out.float(), target.float())
+        return loss, DiffusionAux(pred, out, target, noise, t, zt, z0)
+
+    def extra_loss(self, batch, aux: DiffusionAux) -> dict[str, torch.Tensor]:
+        """Method terms added to the diffusion loss (SAVE's regulariser, SMA's alignment losses)."""
+        return {}
+
+    def check_finite(self, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
+        if torch.isfinite(loss):
+            return
+        ckpt_dir = Path(self.trainer.default_root_dir) / "checkpoints"
+        raise NonFiniteLossError(
+            f"loss became {loss.item()} at iteration {self.train_iteration} "
+            f"({', '.join(f'{k}={v.item():.4g}' for k, v in terms.items())}); training stopped. "
+            f"The last good checkpoint is in {ckpt_dir} (resume with --ckpt_path {ckpt_dir}/last.ckpt "
+            "and a lower learning rate)."
+        )
+
+    def log_terms(self, loss: torch.Tensor, terms: dict[str, torch.Tensor], batch_size: int = 1) -> None:
+        self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, on_step=True, batch_size=batch_size)
+        self.log("train/loss", loss.detach(), on_step=True, prog_bar=True, batch_size=batch_size)
+
+    # -- gradient clipping (a module setting, automatic and manual optimisation alike) -----------
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        val = gradient_clip_val if gradient_clip_val is not None else self.grad_clip
+        if val:
+            self.clip_gradients(optimizer, gradient_clip_val=val, gradient_clip_algorithm=gradient_clip_algorithm or "norm")
+
+    def clip_and_step(self, optimizer, loss: torch.Tensor | None = None) -> None:
+        """Manual optimisation: backward (when `loss` is given), clip by `grad_clip`, step, zero."""
+        if loss is not None:
+            self.manual_backward(loss)
+        if self.grad_clip:
+            self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    # -- inference -------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def inference_adapters(self):
+        """Adapters active while validation/predict sample (default: everything trained)."""
+        yield
+
+    # -- checkpoints: trainable tensors only -------------------------------------------------------
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        names = {n for n, p in self.named_parameters() if p.requires_grad}
+        return {k: v for k, v in self.state_dict().items() if k in names}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["state_dict"] = self.trainable_state()
+        checkpoint["module_class"] = f"{type(self).__module__}.{type(self).__qualname__}"
+        checkpoint["base_checksum"] = getattr(self, "base_checksum", None)
+        checkpoint["train_iteration"] = self.train_iteration
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        theirs, ours = checkpoint.get("base_checksum"), getattr(self, "base_checksum", None)
+        if theirs and ours and theirs != ours:
+            raise ValueError(
+                f"this checkpoint was trained on a base model with checksum {theirs}, but "
+                f"model.init_args.model loads one with checksum {ours}; point `model` at the base it was trained on."
+            )
+        own = {n for n, p in self.named_parameters() if p.requires_grad}
+        got = set(checkpoint["state_dict"])
+        if got != own:
+            raise ValueError(
+                f"checkpoint trainable tensors do not match this model: {len(got - own)} unexpected "
+                f"(e.g. {sorted(got - own)[:2]}), {len(own - got)} missing (e.g. {sorted(own - got)[:2]}). "
+                "Was it trained with another adapter/temporal setting or base model?"
+            )
+        self.train_iteration = int(checkpoint.get("train_iteration", checkpoint.get("global_step", 0)))
+
+
+class _BatchPrediction(Prediction):
+    """A Prediction whose ᾱ is a per-item tensor (training draws one timestep per item)."""
+
+    def __init__(self, output, z, alpha_bar: torch.Tensor, prediction_type: str):
+        super().__init__(output, z, 0.5, prediction_type)
+        self.alpha_t = alpha_bar
+
+    def _coef(self):
+        return self.alpha_t.sqrt(), (1.0 - self.alpha_t).sqrt()
