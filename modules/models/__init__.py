@@ -1,5 +1,19 @@
-"""Model parts: loading from local diffusers folders, tiny presets, video inflation."""
-from modules.models.loading import DiffusionParts, ModelNotFoundError, load_parts
+"""Model parts: model-family specs (`load_model`), tiny presets, video inflation."""
+from modules.models.loading import ModelNotFoundError, load_parts
+from modules.models.spec import (
+    FAMILIES,
+    PRESETS,
+    ConditioningError,
+    ModelFamilyError,
+    ModelSpec,
+    VideoSizeError,
+    load_model,
+)
 from modules.models.video_unet import FRAME_ATTENTION_MODES, VideoUNet
 
-__all__ = ["DiffusionParts", "ModelNotFoundError", "load_parts", "VideoUNet", "FRAME_ATTENTION_MODES"]
+DiffusionParts = ModelSpec  # the old name of the loaded parts
+
+__all__ = [
+    "DiffusionParts", "ModelNotFoundError", "load_parts", "VideoUNet", "FRAME_ATTENTION_MODES", "FAMILIES", "PRESETS",
+    "ConditioningError", "ModelFamilyError", "ModelSpec", "VideoSizeError", "load_model",
+]

@@ -34,3 +34,21 @@ def build_word_tokenizer(words: list[str] | None = None, max_length: int = 16) -
         tokenizer_object=tok, model_max_length=max_length, pad_token="<pad>", unk_token="<unk>",
         bos_token="<bos>", eos_token="<eos>",
     )
+
+
+T5_SPECIAL = ["<pad>", "</s>", "<unk>"]  # T5's ids: pad 0, eos 1, unk 2
+
+
+def build_t5_word_tokenizer(words: list[str] | None = None, max_length: int = 16) -> PreTrainedTokenizerFast:
+    """A word-level stand-in for T5's sentencepiece tokenizer (whose vocabulary is a download):
+    T5's special ids (pad 0, eos 1, unk 2), `</s>` appended, no bos, lowercase words."""
+    vocab: dict[str, int] = {}
+    for w in T5_SPECIAL + sorted(set(BASIC_WORDS) | set(words or [])):
+        vocab.setdefault(w, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace()])
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", vocab["</s>"])])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, model_max_length=max_length, pad_token="<pad>", unk_token="<unk>", eos_token="</s>",
+    )

@@ -180,7 +180,9 @@ class VideoUNet(nn.Module):
         self.unet.enable_gradient_checkpointing()
 
     # -- forward -------------------------------------------------------------------------------
-    def forward(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor) -> torch.Tensor:
+    def forward(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor,
+                added_cond_kwargs: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """`added_cond_kwargs` (SDXL's `text_embeds`, `time_ids`; batch-first) are repeated per frame."""
         b, c, f, h, w = sample.shape
         self.ctx.num_frames = f
         x = rearrange(sample, "b c f h w -> (b f) c h w")
@@ -188,5 +190,7 @@ class VideoUNet(nn.Module):
         t = t.expand(b) if t.ndim == 0 else t
         t = t.repeat_interleave(f)
         emb = encoder_hidden_states.repeat_interleave(f, dim=0)
-        out = self.unet(x, t, encoder_hidden_states=emb).sample
+        if added_cond_kwargs is not None:
+            added_cond_kwargs = {k: v.repeat_interleave(f, dim=0) for k, v in added_cond_kwargs.items()}
+        out = self.unet(x, t, encoder_hidden_states=emb, added_cond_kwargs=added_cond_kwargs).sample
         return rearrange(out, "(b f) c h w -> b c f h w", f=f)

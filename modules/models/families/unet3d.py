@@ -1,0 +1,46 @@
+"""`unet3d`: diffusers' `UNet3DConditionModel` text-to-video UNets (ModelScope text-to-video-ms-1.7b,
+Zeroscope v2; `TextToVideoSDPipeline`): one CLIP, a per-frame KL VAE, latents natively
+`(B, C, F, h, w)`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, UNet3DConditionModel
+from transformers import AutoTokenizer, CLIPTextModel
+
+from modules.conditioning import Conditioning
+from modules.models.families.sd import encode_clip_prompt
+from modules.models.spec import ModelSpec, load_scheduler, register_family
+
+
+@register_family
+class UNet3DSpec(ModelSpec):
+    family = "unet3d"
+    pipelines = ("TextToVideoSDPipeline", "VideoToVideoSDPipeline")
+    parts = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+    download_hint = (
+        "Download a diffusers-format text-to-video UNet3D folder, e.g.\n"
+        "  huggingface-cli download cerspense/zeroscope_v2_576w --local-dir {path}\n"
+        "or ali-vilab/text-to-video-ms-1.7b (it must contain unet/, vae/, text_encoder/, tokenizer/, scheduler/)."
+    )
+
+    @classmethod
+    def _load(cls, path: Path, dtype: torch.dtype) -> "UNet3DSpec":
+        return cls(
+            path=path, model_id=cls.model_id_of(path), dtype=dtype, scheduler=load_scheduler(path / "scheduler"),
+            model=UNet3DConditionModel.from_pretrained(path / "unet", torch_dtype=dtype),
+            vae=AutoencoderKL.from_pretrained(path / "vae", torch_dtype=dtype),
+            text_encoders=[CLIPTextModel.from_pretrained(path / "text_encoder", torch_dtype=dtype)],
+            tokenizers=[AutoTokenizer.from_pretrained(path / "tokenizer")],
+        )
+
+    @property
+    def unet(self) -> UNet3DConditionModel:
+        return self._model
+
+    def _encode_prompt(self, prompts, size):
+        return {"encoder_hidden_states": encode_clip_prompt(self.tokenizers[0], self.text_encoders[0], prompts)}
+
+    def _denoise(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        return self.unet(x, t, encoder_hidden_states=cond["encoder_hidden_states"]).sample
