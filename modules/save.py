@@ -158,14 +158,17 @@ class SAVEModule(VideoTuningModule):
         return torch.optim.AdamW(param_groups, weight_decay=hp.weight_decay)
 
     # -- export ----------------------------------------------------------------------------------
-    def export(self, out_dir: str | Path) -> Path:
+    def export(self, out_dir: str | Path, step: int | None = None) -> Path:
+        """Write the export folder (replaced as a unit); `step` defaults to the trainer's global step."""
         hp = dict(self.hparams)
         hp.pop("edit", None)
+        if step is None and self._trainer is not None:
+            step = self.global_step
         return save_export(
             out_dir, self.video_unet, method=self.method, adapter=self.hparams.adapter,
             temporal_trained=self.hparams.temporal != "frozen", base_model=self.parts.model_id,
             checksum=self.base_checksum, fingerprint=self.base_fingerprint, hyperparameters=hp,
-            text_encoder=self.parts.text_encoder if self.hparams.train_text_encoder else None,
+            text_encoder=self.parts.text_encoder if self.hparams.train_text_encoder else None, step=step,
         )
 
     def spectral_summary(self) -> dict[str, dict[str, torch.Tensor]]:

@@ -14,8 +14,6 @@ load precision differs, a per-layer sketch of them within 1%), with wrong shapes
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -24,6 +22,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from modules.adapters.spectral import SpectralShiftLinear, apply_spectral_shift
+from modules.io_utils import atomic_directory
 from modules.models.loading import tensor_checksum
 
 FORMAT = "vidtune-export/1"
@@ -95,19 +94,6 @@ def fingerprint_distance(a: dict[str, list[float]], b: dict[str, list[float]]) -
     return worst
 
 
-def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def collect_tensors(video_unet, adapter: str, temporal_trained: bool) -> dict[str, dict[str, torch.Tensor]]:
     unet = video_unet.unet
     files: dict[str, dict[str, torch.Tensor]] = {}
@@ -153,6 +139,7 @@ def model_card(meta: dict) -> str:
         f"# {meta['method']} adapter ({meta['adapter']})", "",
         f"- base model: `{meta['base_model']}` (query-weight checksum `{meta['base_checksum']}`)",
         f"- frame attention: `{meta['frame_attention']}`; temporal attention trained: {meta['temporal']}",
+        f"- training step: {meta.get('step') or 'unknown'}",
         f"- files: {', '.join(json.loads(meta['files']))}", "",
         "## Hyperparameters", "", "```json", json.dumps(hp, indent=2), "```", "",
         "## Load", "", "```python", "from modules.adapters.export import load_adapted_model",
@@ -163,10 +150,16 @@ def model_card(meta: dict) -> str:
 
 def save_export(out_dir: str | Path, video_unet, *, method: str, adapter: str, temporal_trained: bool,
                 base_model: str, checksum: str, hyperparameters: dict, text_encoder=None,
-                fingerprint: dict | None = None) -> Path:
-    """`text_encoder`: given when its q_proj layers were spectral-shifted (their δ are exported too).
-    `fingerprint`: `base_fingerprint` of the base before adaptation (in export.json only)."""
+                fingerprint: dict | None = None, step: int | None = None) -> Path:
+    """Write the export as one unit: into a temporary sibling folder that then replaces `out_dir` (an
+    existing export stays complete until the new one is), so the files never mix two trainings.
+    `text_encoder`: given when its q_proj layers were spectral-shifted (their δ are exported too).
+    `fingerprint`: `base_fingerprint` of the base before adaptation (in export.json only).
+    `step`: the training step the weights come from (`export.json` "step")."""
     out = Path(out_dir)
+    if out.is_dir() and any(out.iterdir()) and not (out / "export.json").is_file():
+        raise FileExistsError(f"{out} is a non-empty folder without export.json: not an export, so it is not "
+                              "replaced; export into a new or empty folder (or an earlier export)")
     files = collect_tensors(video_unet, adapter, temporal_trained)
     if text_encoder is not None:
         files[FILES["text_encoder"]] = {n: m.delta.detach().float() for n, m in text_encoder.named_modules()
@@ -177,15 +170,16 @@ def save_export(out_dir: str | Path, video_unet, *, method: str, adapter: str, t
         "base_checksum": checksum, "frame_attention": video_unet.frame_attention,
         "temporal": str(bool(temporal_trained)), "has_temporal_modules": str(bool(video_unet.has_temporal)),
         "hyperparameters": json.dumps(hyperparameters, default=str), "files": json.dumps(sorted(files)),
-        "shapes": json.dumps(shapes),
+        "shapes": json.dumps(shapes), "step": "" if step is None else str(int(step)),
     }
-    for fname, tensors in files.items():
-        atomic_save(tensors, out / fname, meta)
-    full_meta = dict(meta)
+    full_meta = {**meta, "step": None if step is None else int(step)}
     if fingerprint is not None:
         full_meta["base_fingerprint"] = json.dumps(fingerprint)
-    (out / "export.json").write_text(json.dumps(full_meta, indent=2))
-    (out / "README.md").write_text(model_card(meta))
+    with atomic_directory(out) as tmp:
+        for fname, tensors in files.items():
+            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / fname), metadata=meta)
+        (tmp / "README.md").write_text(model_card(meta))
+        (tmp / "export.json").write_text(json.dumps(full_meta, indent=2))
     return out
 
 
