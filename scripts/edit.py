@@ -190,11 +190,19 @@ def check_steps(steps: int, n_train: int | None, model: str) -> None:
         )
 
 
-def output_fps(video: str | Path, stride: int) -> float:
-    """Frame rate to write: the input's, divided by the stride (so the clip plays at its real speed)."""
-    from data.video_io import video_fps
+FALLBACK_FPS = 8.0
 
-    return video_fps(video) / stride
+
+def output_fps(video: str | Path, stride: int) -> float:
+    """Frame rate to write: the input's, divided by the stride (so the clip plays at its real speed);
+    8 fps, with a notice, when the file states no usable rate."""
+    from data import video_io
+
+    fps = video_io.video_fps(video)
+    if not (math.isfinite(fps) and fps > 0):
+        print(f"[edit] '{video}' states no frame rate ({fps}); writing {FALLBACK_FPS:g} fps", file=sys.stderr)
+        return FALLBACK_FPS
+    return fps / stride
 
 
 # ------------------------------------------------------------------------------------------------

@@ -185,6 +185,14 @@ def test_output_fps_follows_the_input(tmp_path):
     assert script.output_fps(clip, 2) == pytest.approx(15)  # every 2nd frame: same duration, same speed
 
 
+def test_output_fps_without_a_stated_rate_falls_back(monkeypatch, capsys):
+    from data import video_io
+
+    monkeypatch.setattr(video_io, "video_fps", lambda path: 0.0)
+    assert load_script().output_fps(ASTRONAUT, 1) == 8.0
+    assert "no frame rate" in capsys.readouterr().err
+
+
 def test_one_frame_and_30fps_end_to_end(tmp_path):
     """A 30 fps input comes out at 30 fps; --num-frames 1 edits a single frame (warping error null, with why)."""
     from data.video_io import read_video, video_fps, write_video
