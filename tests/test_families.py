@@ -73,11 +73,11 @@ def test_preset_through_loader_prompt_codec_denoiser_and_scheduler_step(specs, p
     assert torch.equal(spec.encode_prompt(["a dog"])["encoder_hidden_states"][0], cond["encoder_hidden_states"][1])
 
     # codec
-    f = FRAMES.get(preset, 3)
+    f = FRAMES.get(preset, 2)
     torch.manual_seed(0)
-    pixels = torch.rand(1, 3, f, 32, 32) * 2 - 1
+    pixels = torch.rand(1, 3, f, 16, 16) * 2 - 1
     z = spec.encode(pixels)
-    assert z.shape == (1, *spec.latent_shape(f, 32, 32))
+    assert z.shape == (1, *spec.latent_shape(f, 16, 16))
     if preset == "tiny-cogvideox":
         assert z.shape[2] == (f - 1) // 4 + 1 == 3
     back = spec.decode(z)
@@ -325,6 +325,17 @@ def test_inflate_replaces_the_denoiser_once():
         spec.inflate()
 
 
+def test_a_unet_wrapped_outside_the_spec_is_not_silently_rewired():
+    spec = load_model("tiny-sd")
+    own = VideoUNet(spec.unet, "first")  # how SAVE / Tune-A-Video wrapped the UNet before specs
+    with pytest.raises(ValueError, match="already wrapped by a VideoUNet built outside the spec"):
+        spec.model
+    spec.model = own
+    assert spec.model is own and own.frame_attention == "first"
+    with pytest.raises(ValueError, match="wrapping this spec's own unet"):
+        spec.model = VideoUNet(load_model("tiny-sd").unet)
+
+
 def test_prompt_cache_follows_the_text_encoder_weights():
     spec = load_model("tiny-sd")
     a = spec.encode_prompt(["a cat"])["encoder_hidden_states"].clone()
@@ -346,3 +357,14 @@ def test_concat_latents_are_appended_and_channel_counts_checked(specs):
         spec(z, 10, cond.with_(concat_latents=torch.zeros(1, 1, 2, 8, 8)))
     with pytest.raises(ValueError, match="timestep must be"):
         spec(z, torch.tensor([1, 2, 3]), cond)
+
+
+@pytest.mark.parametrize("preset,pipeline", [
+    ("tiny-sd", "StableDiffusionPipeline"), ("tiny-sdxl", "StableDiffusionXLPipeline"),
+    ("tiny-unet3d", "TextToVideoSDPipeline"), ("tiny-cogvideox", "CogVideoXPipeline"),
+])
+def test_tiny_presets_are_real_diffusers_folders(preset, pipeline):
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(resolve_model_path(preset))
+    assert type(pipe).__name__ == pipeline

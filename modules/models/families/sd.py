@@ -12,7 +12,7 @@ from transformers import AutoTokenizer, CLIPTextModel
 
 from modules.conditioning import Conditioning
 from modules.models.spec import ModelSpec, load_scheduler, model_index, register_family
-from modules.models.video_unet import TemporalAttention, VideoUNet
+from modules.models.video_unet import FrameAttnProcessor, TemporalAttention, VideoUNet
 
 
 class InflatableUNetSpec(ModelSpec):
@@ -25,8 +25,21 @@ class InflatableUNetSpec(ModelSpec):
         """The video denoiser; by default the image model per frame (`per_frame`, no temporal layers).
         Built on first use, so code that wraps `spec.unet` itself is not disturbed."""
         if self._model is None:
+            if any(isinstance(a.processor, FrameAttnProcessor) for a in _self_attentions(self.unet)):
+                raise ValueError(
+                    f"{self.model_id}: spec.unet is already wrapped by a VideoUNet built outside the spec; building "
+                    "the default one would replace its frame attention. Use spec.inflate(...) instead of "
+                    "VideoUNet(spec.unet, ...), or hand it over with spec.model = video_unet."
+                )
             self._model = VideoUNet(self.unet, "per_frame", temporal=False).eval()
         return self._model
+
+    @model.setter
+    def model(self, video_unet: VideoUNet) -> None:
+        """Adopt a `VideoUNet` built around this spec's UNet (e.g. by a method's own inflation)."""
+        if not (isinstance(video_unet, VideoUNet) and video_unet.unet is self.unet):
+            raise ValueError("spec.model must be a VideoUNet wrapping this spec's own unet (spec.unet)")
+        self._model = video_unet
 
     @property
     def network(self) -> UNet2DConditionModel:
@@ -43,6 +56,12 @@ class InflatableUNetSpec(ModelSpec):
             )
         self._model = VideoUNet(self.unet, frame_attention, temporal=temporal).eval()
         return self._model
+
+
+def _self_attentions(unet):
+    from diffusers.models.attention import BasicTransformerBlock
+
+    return [m.attn1 for m in unet.modules() if isinstance(m, BasicTransformerBlock)]
 
 
 def encode_clip_prompt(tokenizer, text_encoder, prompts: list[str]) -> torch.Tensor:
