@@ -66,7 +66,7 @@ class Prediction:
             return self._out(o)
         if self.prediction_type == "v_prediction":
             return self._out(sa * o + sb * z)
-        if sb == 0.0:
+        if _has_zero(sb):
             raise ValueError("ε is undefined at ᾱ = 1 for a `sample` prediction")
         return self._out((z - sa * o) / sb)
 
@@ -78,7 +78,7 @@ class Prediction:
             return self._out(o)
         if self.prediction_type == "v_prediction":
             return self._out(sa * z - sb * o)
-        if sa == 0.0:
+        if _has_zero(sa):
             raise ValueError("x̂0 is undefined at ᾱ = 0 for an ε-prediction model (use v-prediction with zero terminal SNR)")
         return self._out((z - sb * o) / sa)
 
@@ -104,6 +104,10 @@ class Prediction:
         if self.prediction_type == "sample":
             return self._out(x)
         return self._out(sa * e - sb * x)
+
+
+def _has_zero(x) -> bool:
+    return bool((torch.as_tensor(x) == 0).any())
 
 
 def ddim_step(pred: Prediction, alpha_to: float) -> torch.Tensor:
