@@ -368,3 +368,16 @@ def test_tiny_presets_are_real_diffusers_folders(preset, pipeline):
 
     pipe = DiffusionPipeline.from_pretrained(resolve_model_path(preset))
     assert type(pipe).__name__ == pipeline
+
+
+def test_sentencepiece_tokenizer_without_its_package_is_a_clear_error(tmp_path):
+    import importlib.util
+
+    from modules.models.spec import load_tokenizer
+
+    if importlib.util.find_spec("sentencepiece") is not None:
+        pytest.skip("sentencepiece is installed")
+    (tmp_path / "spiece.model").write_bytes(b"not a real model")
+    (tmp_path / "tokenizer_config.json").write_text('{"tokenizer_class": "T5Tokenizer"}')
+    with pytest.raises(ImportError, match=r"spiece.model.*pip install sentencepiece"):
+        load_tokenizer(tmp_path)

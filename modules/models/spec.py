@@ -17,6 +17,7 @@ from the denoiser's config (`unet/config.json` or `transformer/config.json`).
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import ClassVar
@@ -25,6 +26,7 @@ import diffusers
 import torch
 from diffusers import SchedulerMixin
 from torch import nn
+from transformers import AutoTokenizer
 
 from modules.conditioning import Conditioning
 from modules.models import tiny
@@ -138,6 +140,20 @@ def load_scheduler(folder: Path) -> SchedulerMixin:
             "the model was trained with (e.g. DDIMScheduler, EulerDiscreteScheduler, CogVideoXDDIMScheduler)."
         )
     return cls.from_pretrained(folder)
+
+
+def load_tokenizer(folder: Path):
+    """`AutoTokenizer` from a part folder; a SentencePiece-only folder (T5's `spiece.model`, no
+    `tokenizer.json`) without the `sentencepiece` package is a clear error (transformers' own
+    error talks about tiktoken)."""
+    folder = Path(folder)
+    if ((folder / "spiece.model").is_file() and not (folder / "tokenizer.json").is_file()
+            and importlib.util.find_spec("sentencepiece") is None):
+        raise ImportError(
+            f"{folder} holds a SentencePiece tokenizer (spiece.model, no tokenizer.json); reading it needs the "
+            "`sentencepiece` package: pip install sentencepiece (or save a tokenizer.json next to it)."
+        )
+    return AutoTokenizer.from_pretrained(folder)
 
 
 def nearest_multiples(x: int, m: int) -> list[int]:

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import torch
 from diffusers import AutoencoderKLCogVideoX, CogVideoXPipeline, CogVideoXTransformer3DModel
-from transformers import AutoTokenizer, T5EncoderModel
+from transformers import T5EncoderModel
 
 from modules.conditioning import Conditioning
 from modules.models.spec import (
@@ -24,6 +24,7 @@ from modules.models.spec import (
     ModelSpec,
     VideoSizeError,
     load_scheduler,
+    load_tokenizer,
     nearest_multiples,
     register_family,
 )
@@ -56,7 +57,7 @@ class CogVideoXSpec(ModelSpec):
             model=CogVideoXTransformer3DModel.from_pretrained(path / "transformer", torch_dtype=dtype),
             vae=AutoencoderKLCogVideoX.from_pretrained(path / "vae", torch_dtype=dtype),
             text_encoders=[T5EncoderModel.from_pretrained(path / "text_encoder", torch_dtype=dtype)],
-            tokenizers=[AutoTokenizer.from_pretrained(path / "tokenizer")],
+            tokenizers=[load_tokenizer(path / "tokenizer")],
         )
 
     @staticmethod

@@ -8,10 +8,10 @@ from types import SimpleNamespace
 
 import torch
 from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import AutoTokenizer, CLIPTextModel
+from transformers import CLIPTextModel
 
 from modules.conditioning import Conditioning
-from modules.models.spec import ModelSpec, load_scheduler, model_index, register_family
+from modules.models.spec import ModelSpec, load_scheduler, load_tokenizer, model_index, register_family
 from modules.models.video_unet import FrameAttnProcessor, TemporalAttention, VideoUNet
 
 
@@ -101,7 +101,7 @@ class SDSpec(InflatableUNetSpec):
             path=path, model_id=cls.model_id_of(path), dtype=dtype, scheduler=load_scheduler(path / "scheduler"),
             unet=UNet2DConditionModel.from_pretrained(path / "unet", torch_dtype=dtype), vae=vae,
             text_encoders=[CLIPTextModel.from_pretrained(path / "text_encoder", torch_dtype=dtype)],
-            tokenizers=[AutoTokenizer.from_pretrained(path / "tokenizer")],
+            tokenizers=[load_tokenizer(path / "tokenizer")],
         )
 
     # backward compatibility with DiffusionParts

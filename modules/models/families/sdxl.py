@@ -9,11 +9,11 @@ from types import SimpleNamespace
 
 import torch
 from diffusers import AutoencoderKL, StableDiffusionXLPipeline, UNet2DConditionModel
-from transformers import AutoTokenizer, CLIPTextModel, CLIPTextModelWithProjection
+from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
 from modules.conditioning import Conditioning
 from modules.models.families.sd import InflatableUNetSpec
-from modules.models.spec import load_scheduler, register_family
+from modules.models.spec import load_scheduler, load_tokenizer, model_index, register_family
 
 
 @register_family
@@ -36,16 +36,14 @@ class SDXLSpec(InflatableUNetSpec):
 
     @classmethod
     def _load(cls, path: Path, dtype: torch.dtype) -> "SDXLSpec":
-        from modules.models.spec import model_index
-
         return cls(
             path=path, model_id=cls.model_id_of(path), dtype=dtype, scheduler=load_scheduler(path / "scheduler"),
             unet=UNet2DConditionModel.from_pretrained(path / "unet", torch_dtype=dtype),
             vae=AutoencoderKL.from_pretrained(path / "vae", torch_dtype=dtype),
             text_encoders=[CLIPTextModel.from_pretrained(path / "text_encoder", torch_dtype=dtype),
                            CLIPTextModelWithProjection.from_pretrained(path / "text_encoder_2", torch_dtype=dtype)],
-            tokenizers=[AutoTokenizer.from_pretrained(path / "tokenizer"),
-                        AutoTokenizer.from_pretrained(path / "tokenizer_2")],
+            tokenizers=[load_tokenizer(path / "tokenizer"),
+                        load_tokenizer(path / "tokenizer_2")],
             force_zeros_for_empty_prompt=model_index(path).get("force_zeros_for_empty_prompt", True),
         )
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, UNet3DConditionModel
-from transformers import AutoTokenizer, CLIPTextModel
+from transformers import CLIPTextModel
 
 from modules.conditioning import Conditioning
 from modules.models.families.sd import encode_clip_prompt
-from modules.models.spec import ModelSpec, load_scheduler, register_family
+from modules.models.spec import ModelSpec, load_scheduler, load_tokenizer, register_family
 
 
 @register_family
@@ -32,7 +32,7 @@ class UNet3DSpec(ModelSpec):
             model=UNet3DConditionModel.from_pretrained(path / "unet", torch_dtype=dtype),
             vae=AutoencoderKL.from_pretrained(path / "vae", torch_dtype=dtype),
             text_encoders=[CLIPTextModel.from_pretrained(path / "text_encoder", torch_dtype=dtype)],
-            tokenizers=[AutoTokenizer.from_pretrained(path / "tokenizer")],
+            tokenizers=[load_tokenizer(path / "tokenizer")],
         )
 
     @property
