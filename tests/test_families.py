@@ -217,6 +217,12 @@ def test_prompt_encoding_equals_the_diffusers_pipelines(specs):
     assert torch.equal(cond["encoder_hidden_states"], emb) and torch.equal(cond["text_embeds"], pooled)
     ids = pipe._get_add_time_ids((64, 96), (0, 0), (64, 96), torch.float32, text_encoder_projection_dim=32)
     assert torch.equal(cond["time_ids"], ids.expand(2, -1))
+    with torch.no_grad():  # CFG without a negative prompt: SDXL's pipeline zeroes the unconditional embeddings
+        _, neg, _, neg_pooled = pipe.encode_prompt(prompts[:1], device="cpu", do_classifier_free_guidance=True)
+    null = xl.unconditional(size=(64, 96))
+    assert torch.equal(null["encoder_hidden_states"], neg) and torch.equal(null["text_embeds"], neg_pooled)
+    assert torch.equal(null["time_ids"], ids)
+    assert torch.equal(sd.unconditional()["encoder_hidden_states"], sd.encode_prompt([""])["encoder_hidden_states"])
 
     cog = specs("tiny-cogvideox")
     pipe = CogVideoXPipeline(tokenizer=cog.tokenizers[0], text_encoder=cog.text_encoders[0], vae=cog.vae,

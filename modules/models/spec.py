@@ -344,6 +344,12 @@ class ModelSpec:
     def _encode_prompt(self, prompts: list[str], size: tuple[int, int] | None) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def unconditional(self, size: tuple[int, int] | None = None) -> Conditioning:
+        """The batch-1 conditioning the family's diffusers pipeline uses for classifier-free
+        guidance when no negative prompt is given: the empty prompt's (SDXL with
+        `force_zeros_for_empty_prompt`: zero text embeddings, as its pipeline does)."""
+        return self.encode_prompt([""], size=size)
+
     # -- codec (per-frame VAE; CogVideoX overrides) --------------------------------------------
     def _scale_latents(self, z: torch.Tensor) -> torch.Tensor:
         shift = self.vae.config.get("shift_factor", None)

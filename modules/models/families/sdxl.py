@@ -79,6 +79,13 @@ class SDXLSpec(InflatableUNetSpec):
         return {"encoder_hidden_states": emb, "text_embeds": pooled,
                 "time_ids": self.time_ids(h, w, len(prompts)).to(pooled.dtype)}
 
+    def unconditional(self, size: tuple[int, int] | None = None) -> Conditioning:
+        cond = self.encode_prompt([""], size=size)
+        if not self.force_zeros_for_empty_prompt:
+            return cond
+        return cond.with_(encoder_hidden_states=torch.zeros_like(cond["encoder_hidden_states"]),
+                          text_embeds=torch.zeros_like(cond["text_embeds"]))
+
     def _denoise(self, x: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         added = {"text_embeds": cond["text_embeds"], "time_ids": cond["time_ids"]}
         return self.model(x, t, cond["encoder_hidden_states"], added_cond_kwargs=added)
