@@ -189,7 +189,8 @@ def load_clips(source: str | Path, prompt: str | None = None) -> list[Clip]:
         if prompt is not None:
             raise ValueError(
                 f"prompt={prompt!r} was given with the folder '{path}', whose prompts come from its "
-                f"manifest; pass a single video file to set the prompt, or edit the folder's {METADATA}"
+                f"manifest ({METADATA} or {PROMPTS_TXT}); unset it (on the command line: "
+                f"--data.init_args.prompt null) or pass a single video file to set the prompt"
             )
         clips = _read_folder(path)
     else:
@@ -487,7 +488,23 @@ class ClipDataModule(_DataModuleBase):
         return max(1, math.ceil(self.steps_per_epoch * self.batch_size / len(self.clips)))
 
     def setup(self, stage: str | None = None) -> None:
+        self.check_frame_size()  # before decoding or any training
         self.dataset  # noqa: B018  (decode once)
+
+    def check_frame_size(self, module=None) -> None:
+        """Refuse a clip size the model cannot encode, denoise and decode back to the same size (the
+        model family's rule, with the nearest valid sizes). The model is `module` or the trainer's
+        LightningModule; its `parts` are the loaded `ModelSpec`."""
+        from modules.models.spec import ModelSpec
+
+        if module is None:
+            trainer = getattr(self, "trainer", None)
+            module = trainer.lightning_module if trainer is not None else None
+        spec = getattr(module, "parts", None)
+        if isinstance(spec, ModelSpec):
+            spec.check_video_size(self.num_frames, self.height, self.width,
+                                  where=f"data.init_args.height/width ({self.height}×{self.width}) for model "
+                                        f"'{spec.model_id}'")
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         return DataLoader(

@@ -68,5 +68,6 @@ class SpectralPlots(L.Callback):
         if wb is not None:
             import wandb
 
-            wb.experiment.log({f"plots/{p.stem}": wandb.Image(str(p)) for p in paths}, step=trainer.global_step)
+            # through the logger's step key: an explicit W&B step behind its own counter drops the row
+            wb.log_metrics({f"plots/{p.stem}": wandb.Image(str(p)) for p in paths}, step=trainer.global_step)
         print(f"[plots] {', '.join(str(p) for p in paths)}")

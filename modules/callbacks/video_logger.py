@@ -1,5 +1,13 @@
 """Writing and logging edit results: mp4 files in the run folder, side-by-side source|edits,
-reconstruction PSNR/SSIM, and `wandb.Video` when the W&B logger is on."""
+reconstruction PSNR/SSIM, and `wandb.Video` when the W&B logger is on.
+
+The mp4s come from `data.video_io.write_video`: H.264 (libx264 through PyAV), yuv420p, crf 12
+(High profile), which browsers play. The codec of what was written is checked and printed; should a
+file not be H.264 yuv420p (another writer, another pix_fmt), a GIF of it is logged beside it.
+
+Media go through the logger's own step key (`trainer/global_step`), not W&B's internal step: with
+`log_every_n_steps 1` that counter is already past `trainer.global_step` and W&B drops any row
+logged at an explicit smaller step."""
 from __future__ import annotations
 
 import re
@@ -7,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.video_io import side_by_side, to_frames, write_video
+from data.video_io import read_video, side_by_side, to_frames, write_video
 from modules import metrics
 
 
@@ -26,6 +34,42 @@ def wandb_logger(trainer):
         if isinstance(lg, WandbLogger):
             return lg
     return None
+
+
+def video_codec(path: str | Path) -> dict[str, str]:
+    """Codec, pixel format and profile of a video file's first video stream."""
+    import av
+
+    with av.open(str(path)) as container:
+        ctx = container.streams.video[0].codec_context
+        return {"codec": ctx.name, "pix_fmt": ctx.pix_fmt or "", "profile": ctx.profile or ""}
+
+
+def browser_safe(info: dict[str, str]) -> bool:
+    """H.264 in 4:2:0 is what every browser plays (W&B shows videos in the browser)."""
+    return info["codec"] == "h264" and info["pix_fmt"] == "yuv420p"
+
+
+def describe_codec(info: dict[str, str]) -> str:
+    name = {"h264": "H.264"}.get(info["codec"], info["codec"])
+    return f"{name} {info['pix_fmt']}" + (f" {info['profile']} profile" if info["profile"] else "")
+
+
+def wandb_videos(paths: dict[str, Path], fps: int) -> tuple[dict, dict[str, str]]:
+    """`wandb.Video`s of the mp4s under `video/<name>`; when a file is not browser-safe a GIF is
+    written beside it and logged too, as `video/<name>_gif`. Returns (media, codec per name)."""
+    import wandb
+
+    media, codecs = {}, {}
+    for k, p in paths.items():
+        key = f"video/{slug(k)}"
+        media[key] = wandb.Video(str(p), format="mp4")
+        info = video_codec(p)
+        codecs[k] = describe_codec(info)
+        if not browser_safe(info):
+            gif = write_video(Path(p).with_suffix(".gif"), read_video(p), fps)
+            media[f"{key}_gif"] = wandb.Video(str(gif), format="gif")
+    return media, codecs
 
 
 def write_edit_videos(out: Path, res, source_prompt: str, fps: int, tag: str) -> dict[str, Path]:
@@ -61,12 +105,10 @@ def log_edit(module, res, source_prompt: str, tag: str) -> dict[str, float]:
     fps = module.edit_cfg.fps
     paths = write_edit_videos(run_dir(trainer) / "videos", res, source_prompt, fps, tag)
     wb = wandb_logger(trainer)
+    codec = describe_codec(video_codec(paths["side_by_side"]))
     if wb is not None:
-        import wandb
-
-        wb.experiment.log(
-            {f"video/{slug(k)}": wandb.Video(str(p), fps=fps, format="mp4") for k, p in paths.items()},
-            step=trainer.global_step,
-        )
-    print(f"[videos] {tag}: side-by-side (source | reconstruction | edits) -> {paths['side_by_side']}")
+        media, codecs = wandb_videos(paths, fps)
+        codec = ", ".join(sorted(set(codecs.values())))
+        wb.log_metrics(media, step=trainer.global_step)
+    print(f"[videos] {tag}: side-by-side (source | reconstruction | edits) -> {paths['side_by_side']} ({codec})")
     return reconstruction_metrics(res)
