@@ -182,7 +182,6 @@ class ModelSpec:
 
     family: ClassVar[str]
     pipelines: ClassVar[tuple[str, ...]]  # model_index.json `_class_name`s of this family
-    denoiser_folder: ClassVar[str] = "unet"
     parts: ClassVar[tuple[str, ...]]  # required part folders
     cond_keys: ClassVar[tuple[str, ...]] = ("encoder_hidden_states",)  # required conditioning entries
     optional_cond_keys: ClassVar[tuple[str, ...]] = ("concat_latents",)

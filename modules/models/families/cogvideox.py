@@ -36,7 +36,6 @@ FRAME_RULE = 8  # the VAE encodes frames in batches of 8 after the first: valid 
 class CogVideoXSpec(ModelSpec):
     family = "cogvideox"
     pipelines = ("CogVideoXPipeline", "CogVideoXVideoToVideoPipeline", "CogVideoXImageToVideoPipeline")
-    denoiser_folder = "transformer"
     parts = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
     download_hint = (
         "Download a diffusers-format CogVideoX folder, e.g.\n"
