@@ -46,8 +46,14 @@ def stop_at_edit(monkeypatch):
     seen = {}
 
     def record(*args, **kwargs):  # signature-agnostic: finds the model, its frame attention and the prompt
+        def attr(v, name):  # a property may refuse (e.g. a spec whose unet is wrapped outside it)
+            try:
+                return getattr(v, name, None)
+            except Exception:
+                return None
+
         values = [*args, *kwargs.values()]
-        values += [getattr(v, a) for v in list(values) for a in ("model", "unet", "denoiser") if hasattr(v, a)]
+        values += [x for v in list(values) for a in ("model", "unet", "denoiser") if (x := attr(v, a)) is not None]
         seen["model_id"] = next(v.model_id for v in values if hasattr(v, "model_id"))
         seen["frame_attention"] = next(v.frame_attention for v in values if hasattr(v, "frame_attention"))
         seen["prompt"] = next(v for v in values if isinstance(v, str))
