@@ -219,6 +219,9 @@ def test_cli_errors_end_with_the_cause_and_the_fix(tmp_path, capsys, monkeypatch
     code, lines = cli_in_process(args, capsys)
     assert code == 2 and lines[-1].startswith("error: ") and "--data.init_args.prompt null" in lines[-1]
     assert not any("Traceback" in line for line in lines) and len(lines) < 20, lines
+    # a misspelt option: the cause in one line, not the whole usage
+    code, lines = cli_in_process(["fit", "-c", TINY, "--model.init_args.adaptr", "lora"], capsys)
+    assert code == 2 and "Option 'adaptr' is not accepted" in lines[-1] and "--help" in lines[-1] and len(lines) < 5
     monkeypatch.setenv("VIDTUNE_DEBUG", "1")  # the whole traceback
     with pytest.raises(ValueError, match="Does not validate"):
         __import__("train.cli").cli.main(args)

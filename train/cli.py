@@ -27,6 +27,7 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import argparse  # noqa: E402
 import json  # noqa: E402
 import shlex  # noqa: E402
 import shutil  # noqa: E402
@@ -288,7 +289,7 @@ class CLI(LightningCLI):
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
-    from modules.video_tuning import NonFiniteLossError
+    from modules.training import NonFiniteLossError
 
     return (ValueError, FileNotFoundError, NonFiniteLossError)
 
@@ -321,6 +322,14 @@ def _where(err: BaseException) -> str:
     return f"{name}:{f.lineno} ({f.name})"
 
 
+def _condense_parse_error(message: str) -> str:
+    """jsonargparse's message for a bad option, without the union bookkeeping around the cause."""
+    noise = ("Does not validate against any of the Union subtypes", "Subtypes:", "Errors:", "Given value type:",
+             "Given value:", "- Expected a <class 'NoneType'>")
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return " ".join(line for line in lines if not line.startswith(noise))
+
+
 def _sigterm_notice(saver) -> None:
     argv = [a for a in sys.argv[1:] if a != "--overwrite"]
     step = f" at step {saver.step}" + (f" of {saver.max_steps}" if saver.max_steps and saver.max_steps > 0 else "")
@@ -350,8 +359,17 @@ def main(args=None):
             save_config_kwargs={"overwrite": True},
             trainer_defaults={"callbacks": [saver, FinalStep(), ResumeOptimizerSettings()]},
             seed_everything_default=0,
+            # a bad option raises (ArgumentError, below) instead of printing the whole usage
+            parser_kwargs={"exit_on_error": False, **{s: {"exit_on_error": False} for s in CLI.subcommands()}},
             args=args,
         )
+    except argparse.ArgumentError as err:
+        if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            raise
+        sub = next((a for a in (args if args is not None else sys.argv[1:]) if a in CLI.subcommands()), "fit")
+        print(f"error: {_condense_parse_error(str(err))} (`python -m train {sub} --help` lists the options, "
+              f"`--model.help CLASS` those of a class)", file=sys.stderr, flush=True)
+        sys.exit(2)
     except SIGTERMException:
         _sigterm_notice(saver)
         sys.exit(SIGTERM_EXIT)
