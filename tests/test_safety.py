@@ -196,8 +196,14 @@ def test_export_is_written_as_one_unit(tmp_path, monkeypatch):
     assert json.loads((out / "export.json").read_text())["step"] == 5
     assert [p.name for p in tmp_path.iterdir()] == ["export"]  # no temporary left behind
     monkeypatch.setattr(export, "save_file", real)
-    module.export(out, step=9)
+    module.export(out, step=9)  # on Linux: swapped in with renameat2(RENAME_EXCHANGE)
     assert json.loads((out / "export.json").read_text())["step"] == 9
+    assert [p.name for p in tmp_path.iterdir()] == ["export"]
+    import modules.io_utils as io_utils
+
+    monkeypatch.setattr(io_utils, "_exchange", lambda a, b: False)  # elsewhere: old aside, new in, old removed
+    module.export(out, step=11)
+    assert json.loads((out / "export.json").read_text())["step"] == 11
     assert [p.name for p in tmp_path.iterdir()] == ["export"]
     # a folder that is not an export is never replaced
     (tmp_path / "notes").mkdir()
