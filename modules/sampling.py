@@ -153,6 +153,11 @@ class Schedule:
         if not 1 <= num_steps <= n_train:
             raise ValueError(f"num_inference_steps must be between 1 and {n_train} (the scheduler's "
                              f"num_train_timesteps), got {num_steps}")
+        if getattr(scheduler, "sigmas", None) is None and "DDIM" not in type(scheduler).__name__:
+            # neither a DDIM-type nor a σ-scheduler (e.g. SD 1.5's PNDM): DDIM's grid on its config
+            from diffusers import DDIMScheduler
+
+            scheduler = DDIMScheduler.from_config(scheduler.config)
         scheduler.set_timesteps(num_steps)
         ts = [t.item() for t in scheduler.timesteps]
         ts = [int(t) if float(t).is_integer() else float(t) for t in ts]

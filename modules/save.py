@@ -17,11 +17,13 @@ import torch
 from modules.adapters.export import LORA_TARGET, base_checksum, base_fingerprint, query_layer_names, save_export
 from modules.adapters.spectral import SpectralShiftLinear, apply_spectral_shift, spectral_layers
 from modules.editing import EditConfig
-from modules.models import FRAME_ATTENTION_MODES, VideoUNet, load_parts
+from modules.models import FRAME_ATTENTION_MODES
+from modules.models.spec import ModelFamilyError, load_model
 from modules.video_tuning import VideoTuningModule
 
 ADAPTERS = ("spectral", "full_query", "lora")
 TEMPORAL = ("full", "spectral", "frozen")
+FAMILIES = ("sd", "sdxl")
 
 
 class SAVEModule(VideoTuningModule):
@@ -75,14 +77,20 @@ class SAVEModule(VideoTuningModule):
             raise ValueError(f"model.spectral_lambda must be >= 0 (got {spectral_lambda}); the paper uses 1e-3")
         self.save_hyperparameters()
         dtype = getattr(torch, base_dtype)
-        self.parts = load_parts(model, dtype=dtype)
-        self.base_checksum = base_checksum(self.parts.unet)
-        self.base_fingerprint = base_fingerprint(self.parts.unet)  # tolerance check for other precisions
-        self.video_unet = VideoUNet(self.parts.unet, frame_attention, temporal=True)
+        self.spec = load_model(model, dtype=dtype)
+        if self.spec.family not in FAMILIES:
+            raise ModelFamilyError(
+                f"model.model '{model}' is a '{self.spec.family}' model; SAVE inflates an image UNet "
+                f"(families {FAMILIES}). Use an SD 1.x/2.x or SDXL folder, or a preset such as tiny-sd / tiny-world."
+            )
+        self.base_checksum = base_checksum(self.spec.unet)
+        self.base_fingerprint = base_fingerprint(self.spec.unet)  # tolerance check for other precisions
+        self.video_unet = self.spec.inflate(frame_attention, temporal=True)
         if gradient_checkpointing:
             self.video_unet.enable_gradient_checkpointing()
-        self.text_encoder = self.parts.text_encoder  # registered so it moves with the module
-        self.vae = self.parts.vae
+        for i, te in enumerate(self.spec.text_encoders):  # registered: they move with the module
+            setattr(self, "text_encoder" if i == 0 else f"text_encoder_{i + 1}", te)
+        self.vae = self.spec.vae
         self._setup_trainable()
 
     def _setup_trainable(self) -> None:
@@ -119,7 +127,7 @@ class SAVEModule(VideoTuningModule):
                 m.attn_temp.to_out[0].float().requires_grad_(True)
                 m.norm_temp.float().requires_grad_(True)
         if hp.train_text_encoder:
-            te = self.parts.text_encoder
+            te = self.spec.text_encoders[0]
             apply_spectral_shift(te, [n for n, m in te.named_modules() if n.endswith("q_proj")])
 
     def train_text_encoder(self) -> bool:
@@ -134,7 +142,7 @@ class SAVEModule(VideoTuningModule):
         regs = [m.regulariser() for m in spectral_layers(self).values()]
         return torch.stack(regs).sum() if regs else torch.zeros((), device=self.device)
 
-    def extra_loss(self) -> dict[str, torch.Tensor]:
+    def extra_loss(self, batch, aux) -> dict[str, torch.Tensor]:
         if not spectral_layers(self):
             return {}
         return {"spectral_reg": self.hparams.spectral_lambda * self.spectral_regulariser()}
@@ -166,9 +174,9 @@ class SAVEModule(VideoTuningModule):
             step = self.global_step
         return save_export(
             out_dir, self.video_unet, method=self.method, adapter=self.hparams.adapter,
-            temporal_trained=self.hparams.temporal != "frozen", base_model=self.parts.model_id,
+            temporal_trained=self.hparams.temporal != "frozen", base_model=self.spec.model_id,
             checksum=self.base_checksum, fingerprint=self.base_fingerprint, hyperparameters=hp,
-            text_encoder=self.parts.text_encoder if self.hparams.train_text_encoder else None, step=step,
+            text_encoder=self.spec.text_encoders[0] if self.hparams.train_text_encoder else None, step=step,
         )
 
     def spectral_summary(self) -> dict[str, dict[str, torch.Tensor]]:

@@ -75,7 +75,7 @@ class TrainingModule(L.LightningModule):
         self.noise_seed = seed
         self.noise_kind = noise
         self.grad_clip = grad_clip
-        self.train_iteration = 0
+        self.train_iteration = 0  # iterations started (the current one included, inside training_step)
         self.strict_loading = False  # checkpoints hold trainable tensors only
 
     # -- randomness ----------------------------------------------------------------------------
@@ -89,7 +89,9 @@ class TrainingModule(L.LightningModule):
     def sample_noise(self, like: torch.Tensor, stream: str = "noise") -> torch.Tensor:
         return NOISE_SAMPLERS[self.noise_kind](tuple(like.shape), self.generator(stream)).to(like)
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        # counted at the start, so a checkpoint written at the end of an iteration (callbacks run
+        # before the module's own batch-end hook) holds the number of iterations done
         self.train_iteration += 1
 
     # -- the diffusion loss ----------------------------------------------------------------------

@@ -447,15 +447,15 @@ def edit_pan(parts, source: str, targets: list[str], frame_attention: str = "per
     of `targets` (CFG `guidance_scale`) under `frame_attention`. Returns the EditResult."""
     from data.photos import PHOTOS
     from modules.editing import EditConfig, edit_clip
-    from modules.models.video_unet import VideoUNet
 
     if video_unet is None:
-        video_unet = VideoUNet(parts.unet, frame_attention, temporal=False)
+        parts.inflate(frame_attention, temporal=False)
     else:
         video_unet.set_frame_attention(frame_attention)
+        parts.model = video_unet
     cfg = EditConfig(edit_prompts=[PHOTOS[t] for t in targets], num_inference_steps=num_steps,
                      guidance_scale=guidance_scale, reconstruct=reconstruct)
-    return edit_clip(parts, video_unet, load_pan(source), PHOTOS[source], cfg, progress=False)
+    return edit_clip(parts, load_pan(source), PHOTOS[source], cfg, progress=False)
 
 
 # The claims' fixed protocol (chosen before measuring; see docs/world.md).
@@ -485,11 +485,10 @@ def edit_study(parts, seeds=(0, 1, 2), modes=FRAME_MODES, num_steps: int = 20, g
     warping error (ground-truth pan flow), and the reconstruction PSNR. One inversion per
     (source, mode) serves all of that source's targets."""
     from modules.metrics import psnr, warping_error
-    from modules.models.video_unet import VideoUNet
 
     wins = photo_windows()
     flow = pan_flow()
-    video_unet = VideoUNet(parts.unet, modes[0], temporal=False)
+    video_unet = parts.inflate(modes[0], temporal=False)
     pairs = {s: edit_pairs(s) for s in seeds}
     rows, videos = [], {}
     for mode in modes:

@@ -51,6 +51,11 @@ class ZeroShotModule(L.LightningModule):
             self.add_module(f"frozen_{name}", module)  # moves with the LightningModule
         self.sampling_callbacks: list[SamplingCallback] = []  # zero-shot callbacks register here
 
+    def configure_callbacks(self):
+        from modules.callbacks.edit_writer import EditVideoWriter
+
+        return [EditVideoWriter()]
+
     def edit_prompts_for(self) -> list[str]:
         if self.edit_cfg.edit_prompts:
             return list(self.edit_cfg.edit_prompts)

@@ -255,12 +255,13 @@ def prepare(args):
                      height=args.height, width=args.width)
     fps = output_fps(ds.clips[0].video, args.stride)
 
-    from modules.models import VideoUNet, load_parts
+    from modules.models.spec import load_model
 
     if args.export:
         from modules.adapters.export import load_adapted_model
 
-        parts, vunet = load_adapted_model(model, args.export)
+        spec = load_adapted_model(model, args.export)
+        vunet = spec.model
         if args.frame_attention and args.frame_attention != vunet.frame_attention:
             print(f"[edit] frame attention: {args.frame_attention} (--frame-attention; the export was trained "
                   f"with {vunet.frame_attention})")
@@ -268,10 +269,10 @@ def prepare(args):
         else:
             print(f"[edit] frame attention: {vunet.frame_attention}")
     else:
-        parts = load_parts(model)
-        vunet = VideoUNet(parts.unet, args.frame_attention or DEFAULT_FRAME_ATTENTION)
-    check_steps(args.steps, parts.scheduler.config.num_train_timesteps, model)
-    return ds, fps, model, parts, vunet
+        spec = load_model(model)
+        vunet = spec.inflate(args.frame_attention or DEFAULT_FRAME_ATTENTION)
+    check_steps(args.steps, spec.scheduler.config.num_train_timesteps, model)
+    return ds, fps, model, spec, vunet
 
 
 def main(argv=None):
@@ -287,7 +288,7 @@ def main(argv=None):
 
     torch.manual_seed(args.seed)
     try:
-        ds, fps, model, parts, vunet = prepare(args)
+        ds, fps, model, spec, vunet = prepare(args)
     except (UsageError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
@@ -299,7 +300,7 @@ def main(argv=None):
     report, errors = {}, {}
     src = to_frames(pixels)
     for inv in args.inversion:
-        res = edit_clip(parts, vunet, pixels, args.prompt, cfg, build_callbacks(inv, args))
+        res = edit_clip(spec, pixels, args.prompt, cfg, build_callbacks(inv, args))
         paths = write_edit_videos(args.out, res, args.prompt, fps, tag=inv)
         rec = to_frames(res.reconstruction)
         psnr, ssim = metrics.psnr(src, rec), metrics.ssim(src, rec)

@@ -14,7 +14,7 @@ Protocol (fixed before measuring):
   `SAVEModule(model="tiny-world", adapter="spectral", temporal="full", frame_attention="first")`
   trained `--save-steps` steps (batch 1, the clip repeated) with `lr_delta`/`lr_temporal` as given,
   `seed` = the SAVE seed (per-step noise/timesteps). Untuned baseline: the inflated world
-  `VideoUNet(parts.unet, "first")` (zero-initialised temporal attention = the image model with
+  `parts.inflate("first")` (zero-initialised temporal attention = the image model with
   `first` frame attention). Edits as in the world protocol: DDIM inversion at CFG 1 with the source
   caption, 10 steps, CFG 4, the target's caption. Metrics: fraction of frames classified as the
   target (aligned), warping error under `ClipDataset.flow(0)` (the pan's ground-truth flow),
@@ -106,13 +106,12 @@ def tune_save(source: str, steps: int, seed: int, lr_delta: float, lr_temporal: 
 def save_study(sources: int = 3, seeds=(0, 1), steps: int = 60, lr_delta: float = 1e-2, lr_temporal: float = 1e-3,
                root: str = "/tmp/method_claims_save", log=print) -> dict:
     from modules.models import load_parts
-    from modules.models.video_unet import VideoUNet
 
     wins = photo_windows()
     pairs = edit_pairs(0)[:sources]
     rows = []
     parts = load_parts("tiny-world")
-    base = VideoUNet(parts.unet, "first")  # zero-initialised temporal attention: the untuned world
+    base = parts.inflate("first")  # zero-initialised temporal attention: the untuned world
     for src, tgt in pairs:
         flow = pan_dataset(src).flow(0)
         t0 = time.time()
@@ -125,7 +124,7 @@ def save_study(sources: int = 3, seeds=(0, 1), steps: int = 60, lr_delta: float 
             with torch.enable_grad():
                 module = tune_save(src, steps, seed, lr_delta, lr_temporal, root)
             t_train = time.time() - t0
-            res = edit_pan(module.parts, src, [tgt], "first", EDIT_STEPS, EDIT_CFG, reconstruct=True,
+            res = edit_pan(module.spec, src, [tgt], "first", EDIT_STEPS, EDIT_CFG, reconstruct=True,
                            video_unet=module.video_unet)
             deltas = [float(m["delta"].abs().max()) for m in module.spectral_summary().values()]
             rows.append({"model": "save", "seed": seed, "source": src, "target": tgt,
@@ -157,16 +156,16 @@ def reconstruction_psnr(parts, video_unet, pan: str, num_steps: int, stem: dict 
 
     callbacks = [STEMInversion(**stem)] if stem else []
     cfg = EditConfig(edit_prompts=[], num_inference_steps=num_steps, guidance_scale=1.0, reconstruct=True)
-    res = edit_clip(parts, video_unet, load_pan(pan), PHOTOS[pan], cfg, callbacks, progress=False)
+    parts.model = video_unet
+    res = edit_clip(parts, load_pan(pan), PHOTOS[pan], cfg, callbacks, progress=False)
     return [float(x) for x in psnr(res.source[0], res.reconstruction[0])]
 
 
 def stem_study(pans=STEM_PANS, steps=(20, 50), bases=(64, 256), seeds=(0, 1, 2), log=print) -> dict:
     from modules.models import load_parts
-    from modules.models.video_unet import VideoUNet
 
     parts = load_parts("tiny-world")
-    vu = VideoUNet(parts.unet, "first", temporal=False)
+    vu = parts.inflate("first", temporal=False)
     rows = []
     for n in steps:
         for pan in pans:

@@ -256,3 +256,14 @@ def test_v_prediction_inverts_like_epsilon():
     a = DDIMLoop(gaussian_denoiser(eps_sch, s), eps_sch, 20, progress=False).invert(z0, None).z
     b = DDIMLoop(gaussian_denoiser(v_sch, s), v_sch, 20, progress=False).invert(z0, None).z
     assert torch.allclose(a, b, atol=1e-8)
+
+
+def test_a_multistep_scheduler_gets_ddims_grid_on_its_config():
+    """SD 1.5 ships PNDM (its grid repeats a timestep); the deterministic DDIM loop takes DDIM's grid
+    of the same noise schedule."""
+    from diffusers import PNDMScheduler
+
+    pndm = PNDMScheduler.from_config(sd_scheduler().config, skip_prk_steps=True)
+    ddim = sd_scheduler()
+    ddim.set_timesteps(10)
+    assert Schedule.from_scheduler(pndm, 10).timesteps == [int(t) for t in ddim.timesteps]

@@ -143,7 +143,7 @@ def model_card(meta: dict) -> str:
         f"- files: {', '.join(json.loads(meta['files']))}", "",
         "## Hyperparameters", "", "```json", json.dumps(hp, indent=2), "```", "",
         "## Load", "", "```python", "from modules.adapters.export import load_adapted_model",
-        f"parts, video_unet = load_adapted_model('{meta['base_model']}', '<this folder>')", "```", "",
+        f"spec = load_adapted_model('{meta['base_model']}', '<this folder>')  # spec.model: the adapted video UNet", "```", "",
     ]
     return "\n".join(lines)
 
@@ -277,13 +277,14 @@ def _check_layers(path: Path, tensors: dict, expected: list[str], shapes: dict) 
 
 
 def load_adapted_model(base: str, export_dir: str | Path, dtype: torch.dtype = torch.float32):
-    """Load the base model, inflate it as the export says, apply the export: `(parts, video_unet)`."""
-    from modules.models import VideoUNet, load_parts
+    """Load the base model, inflate it as the export says and apply the export: the family spec,
+    whose `model` is the adapted video UNet (`spec.model`)."""
+    from modules.models.spec import load_model
 
     meta = json.loads((Path(export_dir) / "export.json").read_text()) if (Path(export_dir) / "export.json").exists() else None
     if meta is None:
         raise FileNotFoundError(f"{export_dir} is not an export folder (no export.json)")
-    parts = load_parts(base, dtype=dtype)
-    vunet = VideoUNet(parts.unet, meta["frame_attention"], temporal=meta["has_temporal_modules"] == "True")
-    apply_export(vunet, export_dir, text_encoder=parts.text_encoder)
-    return parts, vunet
+    spec = load_model(base, dtype=dtype)
+    vunet = spec.inflate(meta["frame_attention"], temporal=meta["has_temporal_modules"] == "True")
+    apply_export(vunet, export_dir, text_encoder=spec.text_encoders[0])
+    return spec
