@@ -166,6 +166,11 @@ class SAVEModule(VideoTuningModule):
         return torch.optim.AdamW(param_groups, weight_decay=hp.weight_decay)
 
     # -- export ----------------------------------------------------------------------------------
+    def export_formats(self) -> list[str]:
+        """SAVE's own files; the LoRA baseline also as diffusers LoRA (`load_lora_weights`; the
+        temporal attention is not part of it: the diffusers pipeline runs per frame)."""
+        return ["vidtune"] + (["diffusers-lora"] if self.hparams.adapter == "lora" else [])
+
     def export(self, out_dir: str | Path, step: int | None = None) -> Path:
         """Write the export folder (replaced as a unit); `step` defaults to the trainer's global step."""
         hp = dict(self.hparams)

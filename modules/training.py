@@ -154,6 +154,19 @@ class TrainingModule(L.LightningModule):
         """Adapters active while validation/predict sample (default: everything trained)."""
         yield
 
+    # -- exports (one registry: modules/adapters/formats.py) --------------------------------------
+    def export_formats(self) -> list[str]:
+        """Formats this method exports; the first is `<run>/export`, others `<run>/export-<format>`."""
+        return ["named-tensors"]
+
+    def export(self, out_dir, step: int | None = None):
+        """Write the primary export format into `out_dir` (replaced as one unit)."""
+        from modules.adapters.formats import write_export
+
+        if step is None and self._trainer is not None:
+            step = self.global_step
+        return write_export(self, out_dir, self.export_formats()[0], step)
+
     # -- checkpoints: trainable tensors only -------------------------------------------------------
     def trainable_state(self) -> dict[str, torch.Tensor]:
         names = {n for n, p in self.named_parameters() if p.requires_grad}

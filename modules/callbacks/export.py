@@ -1,5 +1,6 @@
-"""Export callback: writes the adapted weights (safetensors + metadata + model card) at the end of
-training into `<run>/export` (and optionally every N steps)."""
+"""Export callback: writes the adapted weights at the end of training (and optionally every N steps)
+in every format the module declares (`export_formats()`, registry in modules/adapters/formats.py):
+the first into `<run>/export`, the others into `<run>/export-<format>`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,9 +21,13 @@ class ExportAdapter(L.Callback):
     def _export(self, trainer, pl_module) -> None:
         if trainer.global_rank != 0:
             return
-        out = pl_module.export(Path(trainer.default_root_dir) / self.dirname)
-        size = sum(p.stat().st_size for p in out.glob("*.safetensors"))
-        print(f"[export] {out} ({size / 1024:.1f} KiB of safetensors)")
+        from modules.adapters.formats import folder_size, write_export
+
+        run = Path(trainer.default_root_dir)
+        for i, fmt in enumerate(pl_module.export_formats()):
+            out = run / (self.dirname if i == 0 else f"{self.dirname}-{fmt}")
+            write_export(pl_module, out, fmt, step=trainer.global_step)
+            print(f"[export] {out} ({fmt}, {folder_size(out) / 1024:.1f} KiB)")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
