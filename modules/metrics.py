@@ -409,3 +409,93 @@ class ClipScorer:
         else:
             raise ValueError(f"frame_consistency: pairs must be 'all' or 'consecutive', got {pairs!r}")
         return float(values.mean() * scale)
+
+
+# --------------------------------------------------------------------------------------------------
+# global motion by phase correlation (a measure no learned model provides)
+# --------------------------------------------------------------------------------------------------
+
+__all__ += ["phase_correlation", "global_displacement", "motion_error"]
+
+
+def _gray(frames: np.ndarray) -> np.ndarray:
+    """uint8 ``(F, H, W, C)`` -> float64 luminance ``(F, H, W)`` (ITU-R BT.601 weights)."""
+    f = frames.astype(np.float64)
+    return f[..., 0] if f.shape[-1] == 1 else f[..., :3] @ np.array([0.299, 0.587, 0.114])
+
+
+def _parabolic(c_minus: float, c0: float, c_plus: float) -> float:
+    """Offset of the vertex of the parabola through (-1, c_minus), (0, c0), (1, c_plus), in [-0.5, 0.5]."""
+    den = c_minus - 2 * c0 + c_plus
+    return 0.0 if den >= 0 else float(np.clip(0.5 * (c_minus - c_plus) / den, -0.5, 0.5))
+
+
+def phase_correlation(a: np.ndarray, b: np.ndarray, window: bool = True) -> tuple[float, float, float]:
+    """Global translation ``(dx, dy)`` taking image ``a`` to image ``b`` — ``b(y + dy, x + dx) ≈ a(y, x)``,
+    the flow convention of this module — and the height of the correlation peak (1 for a pure
+    circular shift, lower when content enters/leaves or changes).
+
+    ``a``, ``b``: 2-D float arrays of the same shape. The normalised cross-power spectrum
+    ``B·conj(A) / |B·conj(A)|`` is inverted by FFT; its peak is the shift, refined to sub-pixel by a
+    parabola through the peak and its neighbours along each axis. ``window``: subtract the mean and
+    apply a Hann window first (reduces the edge effects of non-circular shifts). Shifts are found
+    modulo the frame size, in ``[-W/2, W/2)`` × ``[-H/2, H/2)``. Same sign convention as OpenCV's
+    ``cv2.phaseCorrelate(a, b)``."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    if a.ndim != 2 or a.shape != b.shape:
+        raise ValueError(f"phase_correlation: expected two 2-D images of the same shape, got {a.shape} and {b.shape}")
+    h, w = a.shape
+    if window:
+        hann = np.outer(np.hanning(h), np.hanning(w))
+        a, b = (a - a.mean()) * hann, (b - b.mean()) * hann
+    cross = np.fft.fft2(b) * np.conj(np.fft.fft2(a))
+    cross /= np.maximum(np.abs(cross), 1e-12)
+    corr = np.real(np.fft.ifft2(cross))
+    py, px = np.unravel_index(int(np.argmax(corr)), corr.shape)
+    peak = float(corr[py, px])
+    sx = px + _parabolic(corr[py, (px - 1) % w], peak, corr[py, (px + 1) % w])
+    sy = py + _parabolic(corr[(py - 1) % h, px], peak, corr[(py + 1) % h, px])
+    sx = sx - w if sx >= w / 2 else sx
+    sy = sy - h if sy >= h / 2 else sy
+    return float(sx), float(sy), peak
+
+
+def global_displacement(video, window: bool = True) -> np.ndarray:
+    """Per consecutive frame pair, the global displacement of the content ``(dx, dy)`` in pixels per
+    frame (x right, y down) by ``phase_correlation`` on luminance -> float ``(F-1, 2)``. ``video``:
+    uint8 ``(F, H, W, 3)`` or a ``(3, F, H, W)`` / ``(1, 3, F, H, W)`` tensor in [-1, 1]."""
+    if hasattr(video, "ndim") and video.ndim == 5:
+        if video.shape[0] != 1:
+            raise ValueError(f"global_displacement: one video at a time, got a batch of {video.shape[0]}")
+        video = video[0]
+    g = _gray(_video(video, "global_displacement"))
+    if len(g) < 2:
+        raise ValueError(f"global_displacement: need at least 2 frames, got {len(g)}")
+    return np.array([phase_correlation(g[n], g[n + 1], window)[:2] for n in range(len(g) - 1)], np.float64)
+
+
+def motion_error(video, intended, window: bool = True) -> dict:
+    """The measured global motion of ``video`` against the intended content displacement
+    ``intended`` (``(dx, dy)`` px/frame, or one row per frame pair ``(F-1, 2)``).
+
+    Returns a dict: ``displacement`` ``(F-1, 2)`` measured; ``endpoint_error`` ``(F-1,)`` the
+    distance between measured and intended displacement; ``mean_endpoint_error``;
+    ``direction_ok`` ``(F-1,)`` bool, the measured displacement within 45° of the intended one
+    (for a diagonal, both components have the right sign; for an axis pan, the motion along the
+    axis has the right sign and exceeds the motion across it) — all False where nothing was
+    intended; ``direction_rate`` the fraction of pairs with ``direction_ok``; ``speed``
+    ``(F-1,)`` measured ``|d|``; ``speed_error`` ``|mean |d| - mean |v||`` in px/frame;
+    ``mean_speed`` the mean measured ``|d|``."""
+    d = global_displacement(video, window)
+    v = np.broadcast_to(np.asarray(intended, np.float64), d.shape)
+    speed = np.linalg.norm(d, axis=1)
+    vnorm = np.linalg.norm(v, axis=1)
+    cos = np.where(vnorm > 0, (d * v).sum(1) / np.maximum(speed * vnorm, 1e-12), -1.0)
+    direction_ok = (vnorm > 0) & (speed > 0) & (cos > np.cos(np.pi / 4))
+    epe = np.linalg.norm(d - v, axis=1)
+    return {
+        "displacement": d, "endpoint_error": epe, "mean_endpoint_error": float(epe.mean()),
+        "direction_ok": direction_ok, "direction_rate": float(direction_ok.mean()),
+        "speed": speed, "mean_speed": float(speed.mean()), "speed_error": float(abs(speed.mean() - vnorm.mean())),
+    }
