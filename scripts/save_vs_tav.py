@@ -65,6 +65,8 @@ METHODS: dict[str, dict] = {
              "kwargs": {"adapter": "spectral", "lr_delta": 1e-3, "lr_temporal": 3e-5, "spectral_lambda": 1e-3}},
     "save_lr1e-2": {"label": "SAVE (δ lr 1e-2)", "steps": 200,
                     "kwargs": {"adapter": "spectral", "lr_delta": 1e-2, "lr_temporal": 3e-5, "spectral_lambda": 1e-3}},
+    "save_lr1e-1": {"label": "SAVE (δ lr 1e-1)", "steps": 200,
+                    "kwargs": {"adapter": "spectral", "lr_delta": 1e-1, "lr_temporal": 3e-5, "spectral_lambda": 1e-3}},
 }
 DEFAULT_EVALS = (10, 20, 40, 80, 120, 160, 200, 320, 500)
 
@@ -152,7 +154,10 @@ def same_at_init(a, b) -> float:
 
 
 def study(clips=("astronaut", "rocket"), seeds=(0, 1, 2), methods=("tav", "save", "save_lr1e-2"),
-          steps: dict | None = None, evals=DEFAULT_EVALS, eval_steps: int = EDIT_STEPS, log=print) -> dict:
+          steps: dict | None = None, evals=DEFAULT_EVALS, eval_steps: int = EDIT_STEPS, log=print,
+          on_progress=None) -> dict:
+    """Train every method on every (clip, seed), alternating step by step; `on_progress(result so far)`
+    after each (clip, seed)."""
     from modules.world import edit_pairs, photo_windows
 
     steps = {m: (steps or {}).get(m, METHODS[m]["steps"]) for m in methods}
@@ -161,11 +166,11 @@ def study(clips=("astronaut", "rocket"), seeds=(0, 1, 2), methods=("tav", "save"
     runs_out, step0 = [], {}
     loads = [os.getloadavg()[0]]
     t_start = time.time()
-    for src in clips:
-        tgt = targets[src]
-        for si, seed in enumerate(seeds):
+    for seed in seeds:  # seeds outer: a study cut short still has every clip for the first seeds
+        for src in clips:
+            tgt = targets[src]
             runs = [Run(m, src, seed, steps[m]) for m in methods]
-            if si == 0:
+            if src not in step0:
                 diff = max(same_at_init(runs[0].module, r.module) for r in runs[1:]) if len(runs) > 1 else 0.0
                 if diff > 1e-4:
                     raise AssertionError(f"methods differ at step 0 by {diff} (expected equal models)")
@@ -200,7 +205,16 @@ def study(clips=("astronaut", "rocket"), seeds=(0, 1, 2), methods=("tav", "save"
                                  "loss": [round(x, 5) for x in r.losses], "curve": r.curve})
             log(f"{src} s{seed}: done ({time.time() - t_start:.0f}s so far, of which eval {t_eval:.0f}s)")
             del runs
-    res = {"protocol": {"clips": list(clips), "targets": {c: targets[c] for c in clips}, "seeds": list(seeds),
+            if on_progress is not None:
+                on_progress(_result(clips, seeds, methods, steps, evals, eval_steps, targets, step0, runs_out, loads,
+                                    t_start))
+    return _result(clips, seeds, methods, steps, evals, eval_steps, targets, step0, runs_out, loads, t_start)
+
+
+def _result(clips, seeds, methods, steps, evals, eval_steps, targets, step0, runs_out, loads, t_start) -> dict:
+    done_seeds = [s for s in seeds if any(r["seed"] == s for r in runs_out)]
+    res = {"protocol": {"clips": list(clips), "targets": {c: targets[c] for c in clips}, "seeds": done_seeds,
+                        "seeds_planned": list(seeds),
                         "methods": {m: {**METHODS[m], "steps": steps[m]} for m in methods},
                         "frame_attention": FRAME_ATTENTION, "temporal": "full", "grad_clip": GRAD_CLIP,
                         "eval_ddim_steps": eval_steps, "psnr_tolerance_db": PSNR_TOL, "edit_cfg": EDIT_CFG,
@@ -345,7 +359,7 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--clips", nargs="+", default=["astronaut", "rocket"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    ap.add_argument("--methods", nargs="+", choices=list(METHODS), default=["tav", "save", "save_lr1e-2"])
     ap.add_argument("--steps-tav", type=int, default=METHODS["tav"]["steps"])
     ap.add_argument("--steps-save", type=int, default=METHODS["save"]["steps"], help="steps of both SAVE variants")
     ap.add_argument("--evals", type=int, nargs="+", default=list(DEFAULT_EVALS),
@@ -364,9 +378,13 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message=".*self.trainer. reference is not registered.*")
     steps = {m: args.steps_tav if m == "tav" else args.steps_save for m in args.methods}
-    res = study(args.clips, args.seeds, args.methods, steps, args.evals, args.eval_ddim_steps)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=1) + "\n")
+
+    def write(res):  # after every (clip, seed): a run cut short keeps what it measured
+        args.out.write_text(json.dumps(res, indent=1) + "\n")
+
+    res = study(args.clips, args.seeds, args.methods, steps, args.evals, args.eval_ddim_steps, on_progress=write)
+    write(res)
     print_tables(res)
     print(f"\nwrote {args.out} and {plot(res, png)}")
     return res
