@@ -8,17 +8,18 @@ Conventions
 
 Backends: mp4 (and other containers) are decoded with decord when it is importable, otherwise with
 PyAV; GIFs are read and written with imageio (decord cannot open GIFs).  mp4 files are written
-with PyAV (H.264 / libx264, yuv420p) atomically: a temporary file in the destination folder is
-renamed over the target once complete.
+with PyAV (H.264 / libx264, yuv420p) atomically (`modules.io_utils.atomic_write`): a temporary file
+in the destination folder is renamed over the target once complete.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from modules.io_utils import atomic_write
 
 __all__ = [
     "VideoError",
@@ -316,12 +317,6 @@ def _write_gif(tmp: str, frames: np.ndarray, fps: float) -> None:
     iio.imwrite(tmp, frames, extension=".gif", duration=1000.0 / fps, loop=0)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_video(
     path: str | os.PathLike,
     frames,
@@ -342,23 +337,11 @@ def write_video(
     frames = _as_frames(frames, f"write_video('{path}')")
     if not fps or fps <= 0:
         raise ValueError(f"write_video('{path}'): fps must be > 0, got {fps}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower() or ".mp4"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp" + suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        if suffix in GIF_SUFFIXES:
-            _write_gif(tmp, frames, fps)
-        else:
-            _write_mp4(tmp, frames, fps, crf, pix_fmt)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; use the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    if suffix in GIF_SUFFIXES:
+        atomic_write(path, lambda tmp: _write_gif(str(tmp), frames, fps))
+    else:
+        atomic_write(path, lambda tmp: _write_mp4(str(tmp), frames, fps, crf, pix_fmt))
     return path
 
 

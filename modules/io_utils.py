@@ -7,6 +7,9 @@
   `path`. An existing `path` stays complete until the new folder is: on Linux the two are swapped in one
   `renameat2(RENAME_EXCHANGE)`; elsewhere (or where the file system refuses it) the old folder is
   renamed aside and the new one renamed in, two renames apart. The old folder is then deleted.
+  With `keep_existing=True` (caches several processes may build at once) a folder already at `path`
+  when ours is complete is kept and ours discarded: the first complete copy wins, and no reader ever
+  sees its folder swapped away.
 
 Temporaries sit next to their target (same file system, so the renames are atomic) and end in `.tmp`,
 so a start-up can find what a killed run left behind.
@@ -64,8 +67,9 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_directory(path: str | Path) -> Iterator[Path]:
-    """Fill the yielded temporary folder; on success it replaces `path` as one unit (see module doc)."""
+def atomic_directory(path: str | Path, *, keep_existing: bool = False) -> Iterator[Path]:
+    """Fill the yielded temporary folder; on success it replaces `path` as one unit, or with
+    `keep_existing` it is discarded when a folder is already at `path` (see module doc)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise FileExistsError(f"{path} exists and is not a folder; choose another output folder")
@@ -75,7 +79,13 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700
         if not path.exists():
-            os.rename(tmp, path)
+            try:
+                os.rename(tmp, path)
+            except OSError:  # another process renamed its folder in first
+                if not (keep_existing and path.is_dir()):
+                    raise
+        elif keep_existing:
+            pass  # the existing folder wins; ours is removed below
         elif _exchange(tmp, path):
             shutil.rmtree(tmp)  # now holds the old folder
         else:

@@ -33,7 +33,6 @@ import json
 import os
 import platform
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -115,15 +114,12 @@ def build_sd15_random(path: str | Path | None = None, seed: int = 0) -> Path:
     saved once in diffusers layout so `load_parts(path)` loads it like a downloaded model."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from modules.models.tiny import cache_dir, sd_scheduler, tiny_text_encoder
+    from modules.models.tiny import cache_dir, save_once, sd_scheduler, tiny_text_encoder
     from modules.models.tokenizer import build_word_tokenizer
 
     path = Path(path) if path else cache_dir() / SD15_RANDOM
-    if (path / "model_index.json").exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=".build-sd15-"))
-    try:
+
+    def build(tmp: Path) -> dict:
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(**sd15_unet_config())
         unet.save_pretrained(tmp / "unet")
@@ -142,14 +138,9 @@ def build_sd15_random(path: str | Path | None = None, seed: int = 0) -> Path:
         tiny_text_encoder(len(tokenizer), hidden=768, max_len=77, seed=seed).save_pretrained(tmp / "text_encoder")
         tokenizer.save_pretrained(tmp / "tokenizer")
         sd_scheduler().save_pretrained(tmp / "scheduler")
-        (tmp / "model_index.json").write_text(json.dumps({"_name_or_path": SD15_RANDOM_ID}) + "\n")
-        os.replace(tmp, path)
-    except OSError:
-        if not (path / "model_index.json").exists():
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # another process built it first, or a failed build
-    return path
+        return {"_name_or_path": SD15_RANDOM_ID}
+
+    return save_once(path, build)  # atomic; another process's complete copy wins
 
 
 def resolve_bench_model(model: str) -> Path:

@@ -3,14 +3,13 @@ saved once in diffusers layout (with a `model_index.json` naming the pipeline) u
 folder, and loaded back through `load_model` like a user's folder (tests, CPU demos, CI).
 
 Folder names carry a version: change a builder -> bump its version, and the cache rebuilds.
-`tiny-world` is the trained pixel-space world committed with the repo (`assets/world`).
+`tiny-world` is the trained pixel-space world committed with the repo (`assets/world`);
+`tiny-video-world` its trained text-to-video counterpart (`assets/video_world`, family `unet3d`).
 """
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -28,6 +27,7 @@ from diffusers import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
+from modules.io_utils import atomic_directory
 from modules.models.tokenizer import build_t5_word_tokenizer, build_word_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -100,17 +100,12 @@ def save_once(path: Path, build: Callable[[Path], dict]) -> Path:
     builder's copy wins). `build(tmp)` saves the parts and returns the model index."""
     if (path / "model_index.json").exists():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".build-{path.name}-"))
-    try:
+    with atomic_directory(path, keep_existing=True) as tmp:
         index = build(tmp)
         (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
-        os.replace(tmp, path)
-    except OSError:
-        if not (path / "model_index.json").exists():
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    if not (path / "model_index.json").exists():
+        raise FileExistsError(f"{path} exists but holds no model_index.json (an interrupted copy?): "
+                              "delete that folder and the preset is rebuilt")
     return path
 
 
@@ -261,5 +256,17 @@ def world_path() -> Path:
         raise FileNotFoundError(
             f"The tiny world weights are missing at {path}; train them with "
             "`python -m train fit -c configs/world/tiny.yaml`."
+        )
+    return path
+
+
+def video_world_path() -> Path:
+    """The tiny trained pixel-space text-to-video world (UNet3D) committed with the repo
+    (see configs/video_world/tiny.yaml and docs/video_world.md)."""
+    path = REPO_ROOT / "assets" / "video_world"
+    if not (path / "unet").is_dir():
+        raise FileNotFoundError(
+            f"The tiny video world weights are missing at {path}; train them with "
+            "`python -m train fit -c configs/video_world/tiny.yaml`."
         )
     return path
