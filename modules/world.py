@@ -218,23 +218,20 @@ class WorldModule(L.LightningModule):
             self.ema = copy.deepcopy(self.unet).requires_grad_(False).eval()
         self.scheduler = sd_scheduler()
         self.register_buffer("alphas_cumprod", self.scheduler.alphas_cumprod.clone().float(), persistent=False)
-        self._emb_cache: dict[str, torch.Tensor] = {}
+        self.spec = self.world_spec()
         self._t0 = None
         self.wall_time = 0.0
         self.last_loss = float("nan")
         self._loss_window: list[float] = []
 
-    # -- text
-    def encode(self, captions: list[str]) -> torch.Tensor:
-        missing = [c for c in dict.fromkeys(captions) if c not in self._emb_cache]
-        if missing:
-            tok = self.tokenizer(missing, padding="max_length", max_length=self.tokenizer.model_max_length,
-                                 truncation=True, return_tensors="pt")
-            with torch.no_grad():
-                emb = self.text_encoder(tok.input_ids.to(self.device))[0]
-            for c, e in zip(missing, emb):
-                self._emb_cache[c] = e
-        return torch.stack([self._emb_cache[c] for c in captions])
+    def world_spec(self):
+        """The `sd` family spec (pixel space: no VAE) around this module's parts; its
+        `encode_prompt` is the one prompt-embedding cache."""
+        from modules.models.families.sd import SDSpec
+
+        return SDSpec(path="(in memory)", model_id="tiny-world", dtype=torch.float32, scheduler=self.scheduler,
+                      unet=self.unet, vae=None, text_encoders=[self.text_encoder],
+                      tokenizers=[self.tokenizer])
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -252,8 +249,8 @@ class WorldModule(L.LightningModule):
         t = torch.randint(0, self.scheduler.config.num_train_timesteps, (b,), generator=g).to(x0.device)
         a = self.alphas_cumprod[t].view(b, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        cond = self.encode(list(batch["caption"]))
-        pred = self.unet(xt, t, encoder_hidden_states=cond).sample
+        cond = self.spec.encode_prompt(list(batch["caption"])).to(x0.device)
+        pred = self.unet(xt, t, encoder_hidden_states=cond["encoder_hidden_states"]).sample
         loss = F.mse_loss(pred, noise)
         self.log("train/loss", loss, prog_bar=True)
         self._loss_window = (self._loss_window + [float(loss.detach())])[-50:]
@@ -430,13 +427,12 @@ def image_denoiser(unet):
 def sample_images(parts, prompts: list[str], seeds: list[int], num_steps: int = 25, guidance_scale: float = 4.0,
                   size: int = 32) -> torch.Tensor:
     """Text-to-image samples `(len(prompts) * len(seeds), 3, size, size)` in [-1, 1], prompt-major."""
-    from modules.models.loading import encode_prompts
     from modules.sampling import DDIMLoop
 
     noise = torch.stack([torch.randn(3, size, size, generator=torch.Generator().manual_seed(s)) for s in seeds])
     zT = noise.repeat(len(prompts), 1, 1, 1)
-    emb = encode_prompts(parts, prompts).repeat_interleave(len(seeds), 0)
-    null = encode_prompts(parts, [""]).expand_as(emb)
+    emb = parts.encode_prompt(prompts)["encoder_hidden_states"].repeat_interleave(len(seeds), 0)
+    null = parts.encode_prompt([""])["encoder_hidden_states"].expand_as(emb)
     loop = DDIMLoop(image_denoiser(parts.unet), parts.scheduler, num_steps, progress=False)
     return loop.sample(zT, emb, uncond=null, guidance_scale=guidance_scale).clamp(-1, 1)
 

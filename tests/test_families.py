@@ -304,12 +304,9 @@ def test_scheduler_is_the_folders_own_class_and_config(specs, tmp_path):
 def test_sd_spec_keeps_the_old_parts_interface():
     from modules.adapters.export import base_checksum
     from modules.models import load_parts
-    from modules.models.loading import encode_prompts
-
     parts = load_parts("tiny-sd")
     assert parts.family == "sd" and not parts.pixel_space
     assert parts.text_encoder is parts.text_encoders[0] and parts.tokenizer is parts.tokenizers[0]
-    assert torch.equal(encode_prompts(parts, ["a cat"]), parts.encode_prompt(["a cat"])["encoder_hidden_states"])
     assert parts.checksum() == base_checksum(parts.unet)
     assert isinstance(parts.model, VideoUNet) and parts.model.frame_attention == "per_frame"
     assert not parts.model.has_temporal

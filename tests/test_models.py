@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from modules.models import ModelNotFoundError, VideoUNet, load_parts
-from modules.models.loading import encode_prompts
 from modules.models.video_unet import frame_kv_index
 
 
@@ -20,7 +19,7 @@ def test_tiny_preset_round_trips_through_loader(tiny_parts):
     again = load_parts(tiny_parts.path)
     for (n, a), (_, b) in zip(tiny_parts.unet.state_dict().items(), again.unet.state_dict().items()):
         assert torch.equal(a, b), n
-    emb = encode_prompts(tiny_parts, ["a photo of a cat"])
+    emb = tiny_parts.encode_prompt(["a photo of a cat"])["encoder_hidden_states"]
     assert emb.shape == (1, 16, 32)
 
 

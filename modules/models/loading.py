@@ -1,7 +1,7 @@
 """Model loading, kept for callers written before model families: `load_parts(name)` is
 `load_model(name)` (a `ModelSpec`; for SD folders it still has `.unet`, `.vae`, `.text_encoder`,
-`.tokenizer`, `.scheduler`, `.pixel_space`, `.path`, `.model_id`), `encode_prompts` is
-`spec.encode_prompt(...)["encoder_hidden_states"]`. New code uses `modules.models.spec`.
+`.tokenizer`, `.scheduler`, `.pixel_space`, `.path`, `.model_id`). New code uses
+`modules.models.spec` (text embeddings: `spec.encode_prompt(prompts)["encoder_hidden_states"]`).
 """
 from __future__ import annotations
 
@@ -43,11 +43,6 @@ def load_parts(name_or_path: str, dtype: torch.dtype = torch.float32):
     from modules.models.spec import load_model
 
     return load_model(name_or_path, dtype)
-
-
-def encode_prompts(parts, prompts: list[str], grad: bool = False) -> torch.Tensor:
-    """Text embeddings `(B, L, D)` (the `encoder_hidden_states` of `parts.encode_prompt`)."""
-    return parts.encode_prompt(prompts, grad=grad)["encoder_hidden_states"]
 
 
 def tensor_checksum(tensors: list[torch.Tensor]) -> str:
