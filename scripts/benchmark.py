@@ -3,7 +3,9 @@
 - `save`: SAVE (spectral shifts) vs full query fine-tuning vs LoRA on the SD1.5 UNet architecture with
   random weights (`modules/benchmarks/save.py`); writes `<out>/save.json` and `<out>/save.md`.
 - `stem`: STEM inversion benchmarks from `modules.stem.bench` (one attention layer per mode, EM
-  breakdown; `--unet-step` adds a whole SD1.5 UNet step per mode); writes `<out>/stem.json`, `<out>/stem.md`.
+  breakdown; `--unet-step` adds a whole SD1.5 UNet step per mode in `--rounds` alternating rounds,
+  `--unet-modes` to choose the modes, `--no-layer` to re-run only the UNet step and keep the layer
+  results already in `<out>/stem.json`); writes `<out>/stem.json`, `<out>/stem.md`.
 """
 from __future__ import annotations
 
@@ -29,18 +31,6 @@ def run_save(args: argparse.Namespace) -> int:
     return 0
 
 
-def _unet_step_benchmark(bench):
-    """The whole-UNet STEM step benchmark: `bench_unet_step(out: dict)` from modules.stem.bench or
-    modules.benchmarks.stem_unet, or None while neither has it."""
-    fn = getattr(bench, "bench_unet_step", None)
-    if fn is None:
-        try:
-            fn = getattr(importlib.import_module("modules.benchmarks.stem_unet"), "bench_unet_step", None)
-        except ImportError:
-            fn = None
-    return fn
-
-
 def run_stem(args: argparse.Namespace) -> int:
     import json
 
@@ -53,34 +43,47 @@ def run_stem(args: argparse.Namespace) -> int:
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.no_layer and not args.unet_step:
+        print("scripts/benchmark.py stem: --no-layer without --unet-step leaves nothing to run", file=sys.stderr)
+        return 2
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / "stem.json"
     out: dict = {"config": {"dtype": "float32", "device": "cpu", "threads": torch.get_num_threads(),
                             "repeats": args.repeats}}
-    bench.bench_layer(out, repeats=args.repeats, verbose=True)  # fills out["layer"]
-    if not args.no_breakdown and hasattr(bench, "bench_em_breakdown"):
-        bench.bench_em_breakdown(out, repeats=args.repeats)
-    # TODO(stem): the whole-UNet step (`bench_unet_step(out: dict)`, SD1.5 inflated UNet, one inversion
-    # forward per self-attention mode) is opt-in with --unet-step while it takes many minutes on CPU;
-    # make it default once its runtime fits `make bench`.
+    if args.no_layer:
+        # keep the layer results (and EM breakdown) of the previous run; only the UNet step is re-run
+        if json_path.is_file():
+            previous = json.loads(json_path.read_text())
+            out = {k: v for k, v in previous.items() if k != "unet_step"}
+    else:
+        bench.bench_layer(out, repeats=args.repeats, verbose=True)  # fills out["layer"]
+        if not args.no_breakdown and hasattr(bench, "bench_em_breakdown"):
+            bench.bench_em_breakdown(out, repeats=args.repeats)
+    # the whole-UNet step (SD1.5 inflated UNet, one inversion forward per self-attention mode) is opt-in
+    # with --unet-step: ~30-50 s per mode and round on 2 CPU cores.
     if args.unet_step:
-        bench_unet_step = _unet_step_benchmark(bench)
-        if bench_unet_step is None:
-            print("note: no bench_unet_step found (modules.stem.bench / modules.benchmarks.stem_unet); skipped")
-        else:
-            bench_unet_step(out)  # fills out["unet_step"]
+        from modules.benchmarks.stem_unet import MODES as UNET_MODES
+        from modules.benchmarks.stem_unet import bench_unet_step
+
+        modes = tuple(m for m in args.unet_modes.split(",") if m) if args.unet_modes else UNET_MODES
+        bench_unet_step(out, rounds=args.rounds, modes=modes)  # fills out["unet_step"]
     table = bench.format_table(out) if hasattr(bench, "format_table") else json.dumps(out, indent=2)
+    md = "# STEM benchmark\n\nOne self-attention layer (seconds per call):\n\n```\n" + table + "\n```\n"
     if "unet_step" in out:
-        table += "\n\nwhole-UNet step: " + ", ".join(
-            f"{m} {r['seconds']:.2f} s" for m, r in out["unet_step"].items() if not m.startswith("_"))
+        from modules.benchmarks.stem_unet import format_unet_step
+
+        step = format_unet_step(out["unet_step"])
+        print("\nwhole-UNet step:\n" + step)
+        md += "\n## Whole SD 1.5 UNet inversion step\n\n" + step + "\n"
     print(table)
-    (out_dir / "stem.json").write_text(json.dumps(out, indent=2) + "\n")
+    json_path.write_text(json.dumps(out, indent=2) + "\n")
     from modules.benchmarks.plots import plot_stem_layers
 
     if out.get("layer"):
         print(f"plot -> {plot_stem_layers(out, out_dir / 'stem_layer.png')}")
-    (out_dir / "stem.md").write_text("# STEM benchmark\n\n```\n" + table + "\n```\n")
-    print(f"wrote {out_dir / 'stem.json'} and {out_dir / 'stem.md'}")
+    (out_dir / "stem.md").write_text(md)
+    print(f"wrote {json_path} and {out_dir / 'stem.md'}")
     return 0
 
 
@@ -112,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     stem.add_argument("--no-breakdown", action="store_true", help="skip the EM time breakdown")
     stem.add_argument("--unet-step", action="store_true",
                       help="also time one whole SD1.5 UNet inversion step per mode (slow on CPU)")
+    stem.add_argument("--rounds", type=int, default=3,
+                      help="timed alternating rounds of the whole-UNet step (after one warm-up round)")
+    stem.add_argument("--unet-modes", default="",
+                      help="comma-separated modes for the whole-UNet step (default: all of "
+                           "per_frame,sparse_causal,all_frame,stem128,stem256,stem512)")
+    stem.add_argument("--no-layer", action="store_true",
+                      help="skip the per-layer benchmark and keep the layer results already in <out>/stem.json")
     stem.set_defaults(func=run_stem)
     return parser
 
