@@ -37,13 +37,14 @@ class VideoTuningModule(TrainingModule):
     def train_text_encoder(self) -> bool:
         return False
 
-    def conditioning(self, prompts: list[str], size: tuple[int, int]):
+    def conditioning(self, prompts: list[str], size: tuple[int, int] | None):
         return self.spec.encode_prompt(list(prompts), grad=self.train_text_encoder(), size=size).to(self.device)
 
     # -- training ------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         z0 = self.latents(batch)
-        cond = self.conditioning(batch["prompt"], tuple(batch["pixel_values"].shape[-2:]))
+        size = tuple(batch["pixel_values"].shape[-2:]) if "pixel_values" in batch else None
+        cond = self.conditioning(batch["prompt"], size)
         diff, aux = self.diffusion_loss(z0, cond)
         terms = {"diffusion_loss": diff, **self.extra_loss(batch, aux)}
         loss = sum(terms.values())
