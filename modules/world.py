@@ -16,16 +16,17 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
 from torch.utils.data import DataLoader, Dataset
 
 from modules.models.tiny import sd_scheduler, tiny_text_encoder
 from modules.models.tokenizer import build_word_tokenizer
+from modules.training import TrainingModule
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -165,7 +166,7 @@ def build_unet(cfg: UNetConfig, cross_attention_dim: int) -> UNet2DConditionMode
     )
 
 
-class WorldModule(L.LightningModule):
+class WorldModule(TrainingModule):
     def __init__(
         self,
         unet: UNetConfig | None = None,
@@ -180,6 +181,8 @@ class WorldModule(L.LightningModule):
         output_dir: str | None = None,
         save_dtype: str = "float16",
         seed: int = 0,
+        noise: Literal["white"] = "white",
+        grad_clip: float | None = 1.0,
         recipe: str = "",
     ):
         """
@@ -197,10 +200,14 @@ class WorldModule(L.LightningModule):
             ema_decay: EMA of the UNet weights (0 = off); the EMA weights are the ones saved.
             output_dir: where `on_train_end` writes the diffusers folder (None = don't).
             save_dtype: dtype of the saved UNet weights (`float16` halves the size; loads as fp32).
-            seed: seeds the UNet init and the per-step noise/timesteps.
+            seed: seeds the UNet init and the training noise/timestep streams (the training base's
+                `generator(stream)`: keyed on seed, iteration, rank and stream, so DDP ranks differ).
+            noise: training noise sampler (the training base's switch).
+            grad_clip: gradient-norm clipping when the trainer sets none (the recipes set
+                `trainer.gradient_clip_val`).
             recipe: the config file the run came from (recorded in the model card).
         """
-        super().__init__()
+        super().__init__(seed=seed, noise=noise, grad_clip=grad_clip)
         unet = UNetConfig(**unet) if isinstance(unet, dict) else (unet or UNetConfig())
         text = TextConfig(**text) if isinstance(text, dict) else (text or TextConfig())
         self.unet_cfg, self.text_cfg = unet, text
@@ -217,7 +224,6 @@ class WorldModule(L.LightningModule):
         if ema_decay > 0:
             self.ema = copy.deepcopy(self.unet).requires_grad_(False).eval()
         self.scheduler = sd_scheduler()
-        self.register_buffer("alphas_cumprod", self.scheduler.alphas_cumprod.clone().float(), persistent=False)
         self.spec = self.world_spec()
         self._t0 = None
         self.wall_time = 0.0
@@ -241,23 +247,21 @@ class WorldModule(L.LightningModule):
         return self
 
     # -- training
+    def denoise_images(self, x: torch.Tensor, t: torch.Tensor, cond) -> torch.Tensor:
+        """ε̂ of images `(B, 3, H, W)` (the world is an image model; the spec's own denoiser takes videos)."""
+        return self.unet(x, t, encoder_hidden_states=cond["encoder_hidden_states"]).sample
+
     def training_step(self, batch, batch_idx):
         x0 = batch["pixel_values"]
-        b = x0.shape[0]
-        g = torch.Generator(device="cpu").manual_seed(self.hparams.seed * 1_000_003 + self.global_step)
-        noise = torch.randn(x0.shape, generator=g).to(x0)
-        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (b,), generator=g).to(x0.device)
-        a = self.alphas_cumprod[t].view(b, 1, 1, 1)
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         cond = self.spec.encode_prompt(list(batch["caption"])).to(x0.device)
-        pred = self.unet(xt, t, encoder_hidden_states=cond["encoder_hidden_states"]).sample
-        loss = F.mse_loss(pred, noise)
-        self.log("train/loss", loss, prog_bar=True)
+        loss, _ = self.diffusion_loss(x0, cond, denoiser=self.denoise_images)
+        self.check_finite(loss, {"diffusion": loss})
+        self.log_terms(loss, {"diffusion": loss}, batch_size=x0.shape[0])
         self._loss_window = (self._loss_window + [float(loss.detach())])[-50:]
         return loss
 
     def on_train_start(self):
-        self._t0 = time.time()
+        self._t0 = time.time() - self.wall_time
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         if self.ema is not None:
@@ -268,6 +272,19 @@ class WorldModule(L.LightningModule):
                     pe.lerp_(p.detach(), 1 - d)
         if self._t0 is not None:
             self.wall_time = time.time() - self._t0
+
+    # -- checkpoints (the training base keeps the trainable UNet): the EMA and the clock travel too
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.ema is not None:
+            checkpoint["ema_state"] = self.ema.state_dict()
+        checkpoint["wall_time"] = self.wall_time
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        if self.ema is not None and "ema_state" in checkpoint:
+            self.ema.load_state_dict(checkpoint["ema_state"])
+        self.wall_time = float(checkpoint.get("wall_time", 0.0))
 
     def configure_optimizers(self):
         hp = self.hparams

@@ -47,3 +47,24 @@ def test_pan_classifier_on_the_source_clips():
         assert labels == [name] * 8
         assert pan_tracking(pan, name) == 1.0
         assert flicker(pan) < 0.03
+
+
+def test_training_noise_differs_between_ranks_and_repeats_on_one(monkeypatch):
+    """DDP ranks draw different noise and timesteps (the training base's generator is keyed on the
+    rank); the same rank at the same iteration draws the same."""
+    import modules.training as training
+
+    cfg = UNetConfig(block_out_channels=(8, 16, 16), norm_num_groups=8)
+    m = WorldModule(unet=cfg, ema_decay=0.0)
+    x0 = torch.rand(2, 3, 32, 32) * 2 - 1
+    cond = m.spec.encode_prompt(["a photo of a cat", ""])
+    drawn = {}
+    for rank in (0, 1, 0):
+        monkeypatch.setattr(training.TrainingModule, "global_rank", property(lambda self, r=rank: r))
+        with torch.no_grad():
+            _, aux = m.diffusion_loss(x0, cond, denoiser=m.denoise_images)
+        drawn.setdefault(rank, []).append((aux.noise, aux.t))
+    (n0, t0), (n0_again, t0_again) = drawn[0]
+    (n1, t1), = drawn[1]
+    assert torch.equal(n0, n0_again) and torch.equal(t0, t0_again)
+    assert not torch.allclose(n0, n1) and not torch.equal(t0, t1)
