@@ -1,0 +1,1 @@
+"""Method loss functions: pure, fp32 inside, unit-tested against independent oracles."""
