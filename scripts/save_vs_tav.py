@@ -74,7 +74,7 @@ DEFAULT_EVALS = (10, 20, 40, 80, 120, 160, 200, 320, 500)
 def clip_batch(source: str) -> dict:
     """The pan over `source` as a collated batch of one (what a DataLoader of ClipDataset yields)."""
     from data.photos import PHOTOS
-    from modules.world import load_pan
+    from modules.world_eval import load_pan
 
     return {"pixel_values": load_pan(source), "prompt": [PHOTOS[source]], "index": torch.tensor([0])}
 
@@ -127,7 +127,7 @@ class Run:
 def evaluate(module, source: str, target: str, num_steps: int = EDIT_STEPS, windows=None) -> dict:
     """Reconstruction PSNR and target rate of the module's tuned UNet on the pan over `source`."""
     from modules.metrics import psnr
-    from modules.world import classify_frames, edit_pan
+    from modules.world_eval import classify_frames, edit_pan
 
     was = module.training
     module.eval()
@@ -158,7 +158,7 @@ def study(clips=("astronaut", "rocket"), seeds=(0, 1, 2), methods=("tav", "save"
           on_progress=None) -> dict:
     """Train every method on every (clip, seed), alternating step by step; `on_progress(result so far)`
     after each (clip, seed)."""
-    from modules.world import edit_pairs, photo_windows
+    from modules.world_eval import edit_pairs, photo_windows
 
     steps = {m: (steps or {}).get(m, METHODS[m]["steps"]) for m in methods}
     targets = dict(edit_pairs(0))
@@ -325,10 +325,11 @@ def plot(res: dict, path: Path) -> Path:
     seeds = res["protocol"]["seeds"]
     fig, axes = plt.subplots(2, 2 * len(clips), figsize=(4.2 * 2 * len(clips), 7), squeeze=False)
     for ci, clip in enumerate(clips):
-        for xi, (xkey, xlabel) in enumerate((("step", "training steps"), ("train_wall_s", "training wall time (s)"))):
+        for xi, (xkey, xlabel) in enumerate((("step", "training steps"),
+                                             ("train_wall_s", "training wall time (s, evaluations excluded)"))):
             col = 2 * ci + xi
-            for yi, (ykey, ylabel) in enumerate((("psnr_mean", "reconstruction PSNR (dB, mean over frames)"),
-                                                 ("target_rate", "edit frames classified as target"))):
+            for yi, (ykey, ylabel) in enumerate((("psnr_mean", "reconstruction PSNR (dB)"),
+                                                 ("target_rate", "edit-to-target rate"))):
                 ax = axes[yi, col]
                 for r in res["runs"]:
                     if r["clip"] != clip:
@@ -341,13 +342,16 @@ def plot(res: dict, path: Path) -> Path:
                     if r["method"] == "tav":
                         ax.axhline(ys[-1], color=colors["tav"], lw=0.6, ls=styles[si % len(styles)], alpha=0.5)
                 ax.set_xlabel(xlabel)
+                if ykey == "target_rate":
+                    ax.set_ylim(-0.05, 1.05)
                 if col == 0:
                     ax.set_ylabel(ylabel)
                 ax.set_title(f"{clip} → {res['protocol']['targets'][clip]}", fontsize=9)
                 ax.grid(alpha=0.3)
     h, lab = axes[0, 0].get_legend_handles_labels()
     fig.legend(h, lab, loc="lower center", ncol=min(len(lab), 3), fontsize=8)
-    fig.suptitle("SAVE vs Tune-A-Video on the tiny world (thin lines: Tune-A-Video's final value per seed)")
+    fig.suptitle("SAVE vs Tune-A-Video on the tiny world\n(PSNR: mean over frames; thin lines: Tune-A-Video's "
+                 "final value per seed)", fontsize=10)
     fig.tight_layout(rect=(0, 0.1, 1, 0.96))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
