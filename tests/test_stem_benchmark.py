@@ -31,12 +31,17 @@ def test_unet_step_rounds_and_ratios(tiny_vunet, monkeypatch):
     assert calls == list(modes) + list(modes) + list(modes)[::-1] + list(modes)
     for m in modes:
         assert len(res[m]["runs"]) == 3 and res[m]["seconds"] == statistics.median(res[m]["runs"])
+        assert len(res[m]["cpu_runs"]) == 3 and res[m]["cpu_seconds"] == statistics.median(res[m]["cpu_runs"])
+        assert all(c > 0 for c in res[m]["cpu_runs"])
     r = res["_ratio_stem256_per_frame"]
     expected = [a / b for a, b in zip(res["stem256"]["runs"], res["per_frame"]["runs"])]
     assert r["rounds"] == pytest.approx(expected) and r["median"] == pytest.approx(statistics.median(expected))
-    assert res["_config"]["rounds"] == 3
+    c = res["_cpu_ratio_stem256_per_frame"]
+    assert c["rounds"] == pytest.approx([a / b for a, b in zip(res["stem256"]["cpu_runs"], res["per_frame"]["cpu_runs"])])
+    assert res["_config"]["rounds"] == 3 and len(res["_config"]["load_average_1min"]) == 3
     table = stem_unet.format_unet_step(res)
-    assert "| ratio stem256 / per_frame |" in table and "round 3" in table
+    assert "| ratio stem256 / per_frame (wall) |" in table and "| ratio stem256 / per_frame (CPU) |" in table
+    assert "round 3" in table
     with pytest.raises(ValueError, match="unknown modes"):
         stem_unet.bench_unet_step({}, modes=("per_frme",), vunet=tiny_vunet)
 

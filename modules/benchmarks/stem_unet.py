@@ -5,7 +5,8 @@ each self-attention mode.
 Modes run in alternating rounds (one warm-up round, then ``rounds`` timed rounds; the order of the
 modes is reversed every other round) so the machine's load hits all of them alike.  The headline
 ratio is the median over rounds of the per-round ratio ``stem256 / per_frame`` (both timed in the
-same round, back to back); every round's figures are kept."""
+same round); every round's figures are kept, as wall-clock and as process CPU time (all threads; what
+the step costs the machine, much less sensitive to other jobs sharing the cores)."""
 from __future__ import annotations
 
 import os
@@ -70,22 +71,26 @@ def bench_unet_step(out: dict, frames: int = 16, size: int = 32, rounds: int = 3
     emb = torch.randn(1, 77, cfg.cross_attention_dim, generator=torch.Generator().manual_seed(1))
     t = torch.tensor(500)
     times = {m: [] for m in modes}
+    cpu = {m: [] for m in modes}  # process CPU seconds (all threads): robust to other jobs taking the cores
     load = []  # 1-minute load average at the end of every timed round (other jobs on the machine)
     with torch.no_grad():
         for r in range(rounds + 1):  # round 0 is the warm-up
             for m in round_order(modes, r):
                 set_mode(vunet, m)
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 vunet(z, t, emb)
-                dt = time.perf_counter() - t0
+                dt, dc = time.perf_counter() - t0, time.process_time() - c0
                 if r > 0:
                     times[m].append(dt)
-                print(f"  round {r} unet step {m:>13}: {dt:7.2f} s{' (warm-up)' if r == 0 else ''}", flush=True)
+                    cpu[m].append(dc)
+                print(f"  round {r} unet step {m:>13}: {dt:7.2f} s wall, {dc:7.2f} s CPU"
+                      f"{' (warm-up)' if r == 0 else ''}", flush=True)
             if r > 0 and hasattr(os, "getloadavg"):
                 load.append(os.getloadavg()[0])
     res = out.setdefault("unet_step", {})
     for m in modes:
-        res[m] = {"seconds": statistics.median(times[m]), "runs": times[m]}
+        res[m] = {"seconds": statistics.median(times[m]), "runs": times[m],
+                  "cpu_seconds": statistics.median(cpu[m]), "cpu_runs": cpu[m]}
     res["_config"] = {"frames": frames, "latent": [size, size], "rounds": rounds, "warmup_rounds": 1,
                       "order": "alternating (reversed every other round)", "dtype": "float32",
                       "device": "cpu", "threads": torch.get_num_threads(), "load_average_1min": load}
@@ -93,6 +98,7 @@ def bench_unet_step(out: dict, frames: int = 16, size: int = 32, rounds: int = 3
         s = ratio_summary(times, num, den)
         if s is not None:
             res[f"_ratio_{num}_{den}"] = s
+            res[f"_cpu_ratio_{num}_{den}"] = ratio_summary(cpu, num, den)
     return out
 
 
@@ -102,14 +108,19 @@ def format_unet_step(res: dict) -> str:
     n = max(len(res[m]["runs"]) for m in modes)
     lines = ["| mode | " + " | ".join(f"round {i + 1}" for i in range(n)) + " | median |",
              "|---|" + "---:|" * (n + 1)]
-    for m in modes:
-        runs = res[m]["runs"]
-        lines.append(f"| {m} | " + " | ".join(f"{x:.2f} s" for x in runs) + f" | {res[m]['seconds']:.2f} s |")
-    for key, s in res.items():
-        if key.startswith("_ratio_"):
-            label = f"{s['num']} / {s['den']}" if "num" in s else key[len("_ratio_"):]
-            lines.append(f"| ratio {label} | "
-                         + " | ".join(f"{x:.3f}" for x in s["rounds"]) + f" | **{s['median']:.3f}** |")
+    for kind, runs_key, med_key, prefix in (("wall", "runs", "seconds", "_ratio_"),
+                                            ("CPU", "cpu_runs", "cpu_seconds", "_cpu_ratio_")):
+        if not all(runs_key in res[m] for m in modes):
+            continue
+        for m in modes:
+            runs = res[m][runs_key]
+            lines.append(f"| {m} ({kind}) | " + " | ".join(f"{x:.2f} s" for x in runs)
+                         + f" | {res[m][med_key]:.2f} s |")
+        for key, s in res.items():
+            if key.startswith(prefix):
+                label = f"{s['num']} / {s['den']}" if "num" in s else key[len(prefix):]
+                lines.append(f"| ratio {label} ({kind}) | "
+                             + " | ".join(f"{x:.3f}" for x in s["rounds"]) + f" | **{s['median']:.3f}** |")
     cfg = res.get("_config", {})
     if cfg.get("load_average_1min"):
         lines.append("| load average (1 min) | " + " | ".join(f"{x:.1f}" for x in cfg["load_average_1min"]) + " | |")
@@ -117,5 +128,7 @@ def format_unet_step(res: dict) -> str:
         lines.append("")
         lines.append(f"{cfg.get('frames')} frames × {cfg.get('latent')} latents, {cfg.get('dtype')}, "
                      f"{cfg.get('device')}, {cfg.get('threads')} threads, 1 warm-up round + {cfg.get('rounds')} "
-                     f"timed rounds, {cfg.get('order')}; ratios are per round, headline = their median.")
+                     f"timed rounds, {cfg.get('order')}; ratios are per round, headline = their median; "
+                     f"wall = elapsed time, CPU = the process's CPU time over all its threads (less sensitive to "
+                     f"other jobs on the machine).")
     return "\n".join(lines)
