@@ -41,8 +41,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from data.photos import PHOTOS  # noqa: E402
-from modules.world import (classify_frames, edit_pairs, edit_pan, flicker, load_pan,  # noqa: E402
-                           pan_tracking, photo_windows)
+from modules.world_eval import (classify_frames, edit_pairs, edit_pan, flicker, load_pan,  # noqa: E402
+                                pan_tracking, photo_windows)
 
 OUT = Path(__file__).resolve().parent.parent / "assets" / "results" / "method_claims.json"
 

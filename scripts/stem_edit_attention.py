@@ -8,7 +8,7 @@ K = 64, tau = 0.01, R = 5:
 - `stem_recon`: STEM inversion + CFG-1 reconstruction with STEM attention;
 - `edit_path/<stem|model>`: STEM inversion, then the *edit* pass at CFG 1 with the source caption
   through `STEMInversion(edit_attention=...)` -- the edit path's own reconstruction;
-- `edit/<stem|model>`: a real edit (the target of `modules.world.edit_pairs(0)` for that source, CFG 4):
+- `edit/<stem|model>`: a real edit (the target of `modules.world_eval.edit_pairs(0)` for that source, CFG 4):
   fraction of frames classified as the target photograph (the world's rule) and warping error
   (ground-truth pan flow; METHODS.md's definition, `modules.metrics.warping_error`).
 
@@ -43,7 +43,7 @@ def study(pans=PANS, frame_attentions=("per_frame", "first"), seeds=(0, 1, 2), s
     from modules.editing import EditConfig, edit_clip
     from modules.metrics import psnr, warping_error
     from modules.models import load_model
-    from modules.world import classify_frames, edit_pairs, load_pan, pan_flow, photo_windows
+    from modules.world_eval import classify_frames, edit_pairs, load_pan, pan_flow, photo_windows
 
     spec = load_model("tiny-world")
     wins = photo_windows()

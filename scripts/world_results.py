@@ -27,8 +27,8 @@ import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from data.photos import PHOTOS  # noqa: E402
-from modules.world import (FRAME_MODES, classify_frames, edit_study, load_pan, photo_windows,  # noqa: E402
-                           sample_images)
+from modules.world_eval import (FRAME_MODES, classify_frames, edit_study, load_pan, photo_windows,  # noqa: E402
+                                sample_images)
 
 OUT = Path(__file__).resolve().parent.parent / "assets" / "results"
 
@@ -70,7 +70,7 @@ def samples(parts, seeds=(0, 1, 2, 3), steps=25, guidance=4.0) -> dict:
 
 def reconstruction(parts, steps=50) -> dict:
     from modules.metrics import psnr
-    from modules.world import edit_pan
+    from modules.world_eval import edit_pan
 
     out = {}
     for name in PHOTOS:

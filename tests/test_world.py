@@ -1,10 +1,12 @@
-"""The world trainer (modules/world.py): data, one training step, the saved diffusers layout."""
+"""The world trainer (modules/world.py), its data (data/image_captions.py) and evaluation helpers
+(modules/world_eval.py): data, one training step, the saved diffusers layout."""
 import json
 
 import torch
 
-from modules.world import (ImageCaptionDataModule, UNetConfig, WorldModule, classify_frames,
-                           flicker, load_pan, pan_tracking)
+from data.image_captions import ImageCaptionDataModule
+from modules.world import UNetConfig, WorldModule
+from modules.world_eval import classify_frames, flicker, load_pan, pan_tracking
 
 
 def test_random_crops_and_caption_dropout():

@@ -1,6 +1,6 @@
 """Claims on the committed tiny world (`assets/world/`, loaded as `tiny-world`); numbers in docs/world.md.
 
-Protocol fixed in advance (modules/world.py): the bundled 32×32 pans, DDIM with SD's schedule,
+Protocol fixed in advance (modules/world_eval.py): the bundled 32×32 pans, DDIM with SD's schedule,
 inversion at CFG 1 with the source caption; edits sample the inverted noise with the target's
 caption at CFG 4; a frame is "the target" when its nearest training photo (pixel L2 against every
 photo's window at the pan's position) is the target photo; the edit pairs are `edit_pairs(seed)`.
@@ -38,7 +38,7 @@ def test_reconstruction_psnr_per_frame(world):
     """DDIM inversion + reconstruction (CFG 1, 20 steps) of the rocket pan: ≥ 30 dB on every frame
     (measured: min 32.5 dB)."""
     from modules.metrics import psnr
-    from modules.world import edit_pan
+    from modules.world_eval import edit_pan
 
     res = edit_pan(world, "rocket", [], "per_frame", num_steps=20)
     p = psnr(res.source[0], res.reconstruction[0])
@@ -50,7 +50,7 @@ def test_reconstruction_psnr_per_frame(world):
 def test_reconstruction_psnr_every_pan_50_steps(world, name):
     """Every bundled pan, 50 DDIM steps: ≥ 30 dB on every frame (measured: min 34.7 dB)."""
     from modules.metrics import psnr
-    from modules.world import edit_pan
+    from modules.world_eval import edit_pan
 
     res = edit_pan(world, name, [], "per_frame", num_steps=50)
     assert psnr(res.source[0], res.reconstruction[0]).min() >= 30.0
@@ -58,7 +58,7 @@ def test_reconstruction_psnr_every_pan_50_steps(world, name):
 
 @pytest.fixture(scope="module")
 def study(world):
-    from modules.world import edit_study
+    from modules.world_eval import edit_study
 
     return edit_study(world, SEEDS, num_steps=EDIT_STEPS, guidance_scale=EDIT_CFG, log=lambda *a: None)
 
