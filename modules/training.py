@@ -9,9 +9,12 @@ What every method gets from it (and must not re-implement):
   checkpoint), not `global_step`, which manual optimisation with two optimisers advances twice
   per iteration; named streams ("noise", "timesteps", "spatial_frame", ...) stay independent when a
   method draws more numbers;
-- **a noise-sampler switch** (`noise: white`; Gaussian-process noise registers later in
-  `NOISE_SAMPLERS`);
-- **the diffusion loss** on the family's denoiser with the scheduler's own noising and target,
+- **a noise-sampler switch** (`noise: white | gp`, `NOISE_SAMPLERS`: `(shape, generator, device=None)`
+  -> tensor; numbers come from the CPU generator, `device` is where a sampler may compute;
+  `gp`: Gaussian-process noise, `modules/noise/gp.py`, one function per (batch, channel, frame));
+- **the diffusion loss** on the family's denoiser: z_t = √ᾱ_t·z0 + √(1−ᾱ_t)·noise from the scheduler's
+  own ᾱ (the DDPM/DDIM forward process; for σ-schedulers such as SDXL's Euler this is the scaled
+  input `scale_model_input(z0 + σ·noise)` the network sees) and the scheduler's target,
   and `extra_loss(batch, aux)` seeing the prediction (`aux.pred`: ε̂ / x̂0 / v̂), noise, timesteps
   and noisy latents;
 - **NaN guard** naming the last good checkpoint; **gradient clipping** as a module setting
@@ -31,16 +34,17 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from modules.noise.gp import gp_noise
 from modules.sampling import Prediction
 
-NoiseSampler = Callable[[tuple, torch.Generator], torch.Tensor]
+NoiseSampler = Callable[..., torch.Tensor]  # (shape, generator, device=None) -> tensor
 
 
-def white_noise(shape: tuple, generator: torch.Generator) -> torch.Tensor:
+def white_noise(shape: tuple, generator: torch.Generator, device=None) -> torch.Tensor:
     return torch.randn(shape, generator=generator)
 
 
-NOISE_SAMPLERS: dict[str, NoiseSampler] = {"white": white_noise}
+NOISE_SAMPLERS: dict[str, NoiseSampler] = {"white": white_noise, "gp": gp_noise}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -68,12 +72,13 @@ class TrainingModule(L.LightningModule):
     """Subclasses set `self.spec` (a ModelSpec; its `model` is the network being adapted), mark
     their trainable tensors, and define `configure_optimizers` and `export`."""
 
-    def __init__(self, seed: int = 0, noise: Literal["white"] = "white", grad_clip: float | None = 1.0):
+    def __init__(self, seed: int = 0, noise: Literal["white", "gp"] = "white", grad_clip: float | None = 1.0):
         super().__init__()
         if noise not in NOISE_SAMPLERS:
             raise ValueError(f"model.noise must be one of {sorted(NOISE_SAMPLERS)}, got {noise!r}")
         self.noise_seed = seed
         self.noise_kind = noise
+        self.noise_sampler: NoiseSampler = NOISE_SAMPLERS[noise]  # a method may set a configured one
         self.grad_clip = grad_clip
         self.train_iteration = 0  # iterations started (the current one included, inside training_step)
         self.strict_loading = False  # checkpoints hold trainable tensors only
@@ -87,7 +92,7 @@ class TrainingModule(L.LightningModule):
         return g
 
     def sample_noise(self, like: torch.Tensor, stream: str = "noise") -> torch.Tensor:
-        return NOISE_SAMPLERS[self.noise_kind](tuple(like.shape), self.generator(stream)).to(like)
+        return self.noise_sampler(tuple(like.shape), self.generator(stream), device=like.device).to(like)
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
         # counted at the start, so a checkpoint written at the end of an iteration (callbacks run
@@ -103,11 +108,15 @@ class TrainingModule(L.LightningModule):
         noise = self.sample_noise(z0)
         t = torch.randint(0, sch.config.num_train_timesteps, (z0.shape[0],),
                           generator=self.generator("timesteps")).to(z0.device)
-        zt = sch.add_noise(z0, noise, t)
+        # DDPMScheduler.add_noise / get_velocity's arithmetic (diffusers 0.42), not sch.add_noise: Euler's is
+        # the unscaled z0 + σ·noise and fails once sampling has called set_timesteps on the shared scheduler
+        a_t = sch.alphas_cumprod.to(device=z0.device, dtype=z0.dtype)[t].view(-1, *([1] * (z0.ndim - 1)))
+        sa, sb = a_t**0.5, (1 - a_t) ** 0.5
+        zt = sa * z0 + sb * noise
         ptype = sch.config.prediction_type
         target = {"epsilon": noise, "sample": z0}.get(ptype)
         if target is None:
-            target = sch.get_velocity(z0, noise, t)
+            target = sa * noise - sb * z0
         out = denoiser(zt, t, cond)
         acp = sch.alphas_cumprod.to(zt.device, torch.float64)[t].view(-1, *([1] * (zt.ndim - 1)))
         pred = _BatchPrediction(out, zt, acp, ptype)

@@ -1,0 +1,1 @@
+"""Noise families for training and sampling (`gp`: Gaussian-process noise by random Fourier features)."""
