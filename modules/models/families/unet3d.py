@@ -6,12 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, UNet3DConditionModel
+from diffusers import AutoencoderKL
 from transformers import CLIPTextModel
 
 from modules.conditioning import Conditioning
 from modules.models.families.sd import encode_clip_prompt
 from modules.models.spec import ModelSpec, load_scheduler, load_tokenizer, register_family
+from modules.models.unet3d_model import UNet3DConditionModel  # + peft adapter mixin, gradient checkpointing
 
 
 @register_family
