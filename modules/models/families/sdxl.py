@@ -61,12 +61,15 @@ class SDXLSpec(InflatableUNetSpec):
             config=SimpleNamespace(force_zeros_for_empty_prompt=self.force_zeros_for_empty_prompt),
         )
 
-    def time_ids(self, height: int, width: int, batch: int = 1) -> torch.Tensor:
-        """`(batch, 6)`: (original H, W, crop top, left = 0, 0, target H, W) — the pipeline's
-        `_get_add_time_ids` with original = target = the video's size."""
+    def time_ids(self, height: int, width: int, batch: int = 1, original_size: tuple[int, int] | None = None,
+                 crop_top_left: tuple[int, int] = (0, 0)) -> torch.Tensor:
+        """`(batch, 6)`: (original H, W, crop top, left, target H, W) — the pipeline's
+        `_get_add_time_ids`; by default original = target = the video's size and crop (0, 0)
+        (training on crops passes each item's own)."""
         proj = self.text_encoders[1].config.projection_dim
         ids = StableDiffusionXLPipeline._get_add_time_ids(
-            self._pipeline_view(), (height, width), (0, 0), (height, width), torch.float32, text_encoder_projection_dim=proj
+            self._pipeline_view(), tuple(original_size or (height, width)), tuple(crop_top_left), (height, width),
+            torch.float32, text_encoder_projection_dim=proj
         )
         return ids.to(_device(self.text_encoders[1])).expand(batch, -1)
 
