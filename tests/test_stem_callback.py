@@ -3,11 +3,11 @@ import copy
 import pytest
 import torch
 
-from modules.callbacks.stem import PnPFrameAttnProcessor, STEMAttnProcessor, STEMInversion, _video_unet
+from modules.callbacks.stem import PnPFrameAttnProcessor, STEMAttnProcessor, STEMInversion
 from modules.editing import EditConfig, edit_clip
 from modules.models import VideoUNet
 from modules.models.video_unet import FrameAttnProcessor
-from modules.sampling import LoopState, SamplingCallback
+from modules.sampling import SamplingCallback
 
 
 class Net:
@@ -29,7 +29,7 @@ class Probe(SamplingCallback):
     def before_step(self, state):
         label = state.extras.get("label", state.phase)
         procs = self.seen.setdefault(label, set())
-        for name, attn in _video_unet(state).self_attentions():
+        for name, attn in state.model.self_attentions():
             p = attn.processor
             procs.add((name.startswith("up_blocks"), type(p).__name__, getattr(p, "pnp", None) is not None))
 
@@ -112,12 +112,6 @@ def test_edit_attention_is_checked():
     assert parser.parse_args(["--stem.edit_attention=model"]).stem.edit_attention == "model"
     with pytest.raises(Exception, match="edit_attention"):
         parser.parse_args(["--stem.edit_attention=stm"])
-
-
-def test_video_unet_of_old_and_new_loop_states(tiny_parts):
-    vunet = VideoUNet(copy.deepcopy(tiny_parts.unet), "first", temporal=False)
-    assert _video_unet(LoopState("sample", [], denoiser=vunet)) is vunet  # the VideoUNet as denoiser
-    assert _video_unet(LoopState("sample", [], denoiser=Net(vunet), model=vunet)) is vunet
 
 
 def test_feature_injection_keeps_edit_closer_to_source(tiny_parts, sample_clip):

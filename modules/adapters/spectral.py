@@ -177,9 +177,3 @@ def apply_spectral_shift(root: nn.Module, names: list[str]) -> dict[str, Spectra
 def spectral_layers(root: nn.Module) -> dict[str, SpectralShiftLinear]:
     return {n: m for n, m in root.named_modules() if isinstance(m, SpectralShiftLinear)}
 
-
-def spectral_regulariser(root: nn.Module) -> torch.Tensor:
-    layers = list(spectral_layers(root).values())
-    if not layers:
-        return torch.zeros(())
-    return torch.stack([m.regulariser() for m in layers]).sum()

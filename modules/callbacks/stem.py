@@ -106,13 +106,6 @@ EditAttention = Literal["stem", "model"]
 EDIT_ATTENTION = ("stem", "model")
 
 
-def _video_unet(state: LoopState):
-    """The VideoUNet the loop runs: `state.model` (the network module behind the denoiser) where the
-    loop provides it, else `state.denoiser` itself (older loops passed the VideoUNet as denoiser)."""
-    model = getattr(state, "model", None)
-    return model if model is not None else state.denoiser
-
-
 class STEMInversion(L.Callback, SamplingCallback):
     def __init__(self, num_bases: int = 256, tau: float = 0.01, iters: int = 5, chunk_frames: int | None = None,
                  during_reconstruction: bool = True, edit_attention: EditAttention = "stem",
@@ -166,7 +159,7 @@ class STEMInversion(L.Callback, SamplingCallback):
         return self.feature_injection and state.extras.get("label") == "edit" and "source" in state.extras
 
     def on_phase_start(self, state: LoopState) -> None:
-        vunet = _video_unet(state)
+        vunet = state.model  # the VideoUNet behind the loop's denoiser
         stem, pnp = self._uses_stem(state), self._injects(state)
         if not (stem or pnp):
             return

@@ -11,9 +11,7 @@ from modules.models.spec import (
 )
 from modules.models.video_unet import FRAME_ATTENTION_MODES, VideoUNet
 
-DiffusionParts = ModelSpec  # the old name of the loaded parts
-
 __all__ = [
-    "DiffusionParts", "ModelNotFoundError", "load_parts", "VideoUNet", "FRAME_ATTENTION_MODES", "FAMILIES", "PRESETS",
+    "ModelNotFoundError", "load_parts", "VideoUNet", "FRAME_ATTENTION_MODES", "FAMILIES", "PRESETS",
     "ConditioningError", "ModelFamilyError", "ModelSpec", "VideoSizeError", "load_model",
 ]

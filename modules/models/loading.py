@@ -17,14 +17,6 @@ class ModelNotFoundError(FileNotFoundError):
     pass
 
 
-def __getattr__(name: str):
-    if name == "DiffusionParts":  # the old parts record is now the family spec
-        from modules.models.spec import ModelSpec
-
-        return ModelSpec
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def presets() -> dict:
     from modules.models.spec import PRESETS
 

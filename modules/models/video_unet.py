@@ -165,9 +165,6 @@ class VideoUNet(nn.Module):
         for name, attn in self.self_attentions():
             attn.set_processor(previous[name])
 
-    def temporal_parameters(self):
-        return [p for n, p in self.named_parameters() if ".temporal." in n]
-
     @property
     def dtype(self) -> torch.dtype:
         return next(self.unet.parameters()).dtype

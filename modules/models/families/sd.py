@@ -104,7 +104,7 @@ class SDSpec(InflatableUNetSpec):
             tokenizers=[load_tokenizer(path / "tokenizer")],
         )
 
-    # backward compatibility with DiffusionParts
+    # the parts by their diffusers names (one text encoder)
     @property
     def text_encoder(self) -> CLIPTextModel:
         return self.text_encoders[0]
