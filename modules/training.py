@@ -132,7 +132,7 @@ class TrainingModule(L.LightningModule):
             return
         ckpt_dir = Path(self.trainer.default_root_dir) / "checkpoints"
         raise NonFiniteLossError(
-            f"loss became {loss.item()} at iteration {self.train_iteration} "
+            f"loss became {loss.item()} in training iteration {self.train_iteration} (step {self.global_step}) "
             f"({', '.join(f'{k}={v.item():.4g}' for k, v in terms.items())}); training stopped. "
             f"The last good checkpoint is in {ckpt_dir} (resume with --ckpt_path {ckpt_dir}/last.ckpt "
             "and a lower learning rate)."

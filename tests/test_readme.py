@@ -38,7 +38,7 @@ MARKER = re.compile(r"<!--\s*test:(.*?)-->", re.S)
 FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`\s]*)[^`]*$")
 COPY_IGNORE = shutil.ignore_patterns(".git", ".venv", "runs", "outputs", "wandb", "lightning_logs", "__pycache__",
                                      "*.egg-info", ".pytest_cache", ".ci-cache")
-FAST_TIMEOUT_S, SLOW_TIMEOUT_S = 300, 900
+FAST_TIMEOUT_S, SLOW_TIMEOUT_S = 600, 900  # per block; generous for a loaded machine
 MARKER_HELP = ("if the command is long, mark it `<!-- test: slow -->`; if it cannot run here (real weights, a "
                "download, network), mark it `<!-- test: skip (why) -->` on the line(s) before its block")
 
