@@ -59,6 +59,9 @@ def save_diffusers_lora(network: nn.Module, family: str, out_dir: str | Path, me
     if not state:
         raise ValueError(f"the {family} network has no LoRA adapter {adapter_name!r} to export")
     config = network.peft_config[adapter_name].to_dict()
+    # dropout is a training setting: with it in the file, diffusers' load_lora_weights adds Dropout layers in
+    # train mode to an eval-mode model, and inference outputs become random
+    config["lora_dropout"] = 0.0
     pipe_cls.save_lora_weights(out, **{f"{prefix}_lora_layers": state,
                                        f"{prefix}_lora_adapter_metadata": config})
     info = {**meta, "format": FORMAT, "family": family, "pipeline": pipe_cls.__name__, "prefix": prefix,
