@@ -11,18 +11,21 @@ the temporal δ train at `lr_delta` and enter the regulariser), `frozen`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, get_args
 
 import torch
 
 from modules.adapters.export import LORA_TARGET, base_checksum, base_fingerprint, query_layer_names, save_export
 from modules.adapters.spectral import SpectralShiftLinear, apply_spectral_shift, spectral_layers
 from modules.editing import EditConfig
-from modules.models import FRAME_ATTENTION_MODES
+from modules.models.video_unet import FRAME_ATTENTION_MODES, FrameAttention
 from modules.models.spec import ModelFamilyError, load_model
 from modules.video_tuning import VideoTuningModule
 
-ADAPTERS = ("spectral", "full_query", "lora")
-TEMPORAL = ("full", "spectral", "frozen")
+Adapter = Literal["spectral", "full_query", "lora"]
+Temporal = Literal["full", "spectral", "frozen"]
+ADAPTERS: tuple[str, ...] = get_args(Adapter)
+TEMPORAL: tuple[str, ...] = get_args(Temporal)
 FAMILIES = ("sd", "sdxl")
 
 
@@ -30,9 +33,9 @@ class SAVEModule(VideoTuningModule):
     def __init__(
         self,
         model: str = "tiny-sd",
-        frame_attention: str = "first",
-        adapter: str = "spectral",
-        temporal: str = "full",
+        frame_attention: FrameAttention = "first",
+        adapter: Adapter = "spectral",
+        temporal: Temporal = "full",
         spectral_lambda: float = 1e-3,
         lr_delta: float = 1e-3,
         lr_query: float = 3e-5,
@@ -42,7 +45,7 @@ class SAVEModule(VideoTuningModule):
         lora_rank: int = 4,
         train_text_encoder: bool = False,
         gradient_checkpointing: bool = False,
-        base_dtype: str = "float32",
+        base_dtype: Literal["float32", "bfloat16", "float16"] = "float32",
         seed: int = 0,
         edit: EditConfig | None = None,
     ):

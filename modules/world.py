@@ -72,7 +72,7 @@ class WorldModule(TrainingModule):
         min_lr_ratio: float = 0.05,
         ema_decay: float = 0.0,
         output_dir: str | None = None,
-        save_dtype: str = "float16",
+        save_dtype: Literal["float16", "bfloat16", "float32"] = "float16",
         seed: int = 0,
         noise: Literal["white"] = "white",
         grad_clip: float | None = 1.0,

@@ -14,10 +14,8 @@ import torch
 
 from modules.editing import EditConfig, EditResult, edit_clip
 from modules.models.spec import load_model
-from modules.models.video_unet import FRAME_ATTENTION_MODES
+from modules.models.video_unet import FRAME_ATTENTION_MODES, FrameAttention
 from modules.sampling import SamplingCallback
-
-FrameAttention = Literal["per_frame", "first", "sparse_causal", "full"]
 
 
 class ZeroShotModule(L.LightningModule):

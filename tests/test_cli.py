@@ -30,6 +30,33 @@ def test_every_recipe_parses(path):
     assert cfg.trainer.default_root_dir
 
 
+SWITCH_TYPOS = [  # (recipe, option, misspelt value, the allowed values)
+    ("save/tiny.yaml", "model.init_args.adapter", "lorra", ["spectral", "full_query", "lora"]),
+    ("save/tiny.yaml", "model.init_args.temporal", "spectrl", ["full", "spectral", "frozen"]),
+    ("tav/tiny.yaml", "model.init_args.frame_attention", "sparse", ["per_frame", "first", "sparse_causal", "full"]),
+    ("save/sd15.yaml", "model.init_args.base_dtype", "bf16", ["float32", "bfloat16", "float16"]),
+    ("stem/tiny.yaml", "model.init_args.frame_attention", "causal", ["per_frame", "first", "sparse_causal", "full"]),
+    ("world/tiny.yaml", "model.init_args.save_dtype", "half", ["float16", "bfloat16", "float32"]),
+]
+
+
+@pytest.mark.parametrize("recipe,option,typo,allowed", SWITCH_TYPOS, ids=[f"{r}:{o.split('.')[-1]}" for r, o, *_ in SWITCH_TYPOS])
+def test_a_misspelt_switch_is_refused_at_parse_time(recipe, option, typo, allowed):
+    """String switches are `Literal[...]`: jsonargparse refuses a typo in a recipe override before
+    anything is built, naming the option and the allowed values (the right value still parses)."""
+    from jsonargparse import ActionConfigFile
+
+    parser = recipe_parser()
+    parser.add_argument("-c", "--config", action=ActionConfigFile)
+    parser.exit_on_error = False
+    with pytest.raises(Exception) as err:
+        parser.parse_args(["-c", str(ROOT / "configs" / recipe), f"--{option}", typo])
+    msg = str(err.value)
+    assert option.split(".")[-1] in msg and typo in msg and all(repr(v) in msg for v in allowed), msg
+    cfg = parser.parse_args(["-c", str(ROOT / "configs" / recipe), f"--{option}", allowed[-1]])
+    assert cfg.model.init_args[option.split(".")[-1]] == allowed[-1]
+
+
 def cli(args, cwd, timeout=600, **env):
     return subprocess.run([sys.executable, "-m", "train", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT), **env})

@@ -12,6 +12,7 @@ Video tensors are `(B, C, F, H, W)`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +22,8 @@ from diffusers.models.attention_processor import Attention
 from einops import rearrange
 from torch import nn
 
-FRAME_ATTENTION_MODES = ("per_frame", "first", "sparse_causal", "full")
+FrameAttention = Literal["per_frame", "first", "sparse_causal", "full"]  # the type of every frame_attention switch
+FRAME_ATTENTION_MODES: tuple[str, ...] = get_args(FrameAttention)
 
 
 @dataclass
