@@ -3,7 +3,8 @@
 Per family, on its tiny preset and on a real-depth, reduced-width random architecture (SD 1.5's
 UNet depth, SDXL's UNet depth with 1/2/10 transformer layers, a Zeroscope-shaped UNet3D, CogVideoX
 with 42 blocks): seconds per loop step (`DDIMLoop.sample`, CFG 1) vs the bare denoiser call on
-the same inputs, alternating over rounds in one process (median of per-round ratios), and the
+the same inputs (process CPU time on CPU — wall time on a shared machine measures the other jobs —,
+wall time on CUDA), alternating over rounds in one process (median of per-round ratios), and the
 peak memory of a worker process per model (RSS on CPU, `max_memory_allocated` on CUDA).
 Writes `DIR/families.json` (`families.<name>.{step_s, denoiser_s, overhead, rounds, peak_mem_mb}`)
 and `DIR/families.md`.
@@ -101,22 +102,25 @@ def worker(name: str, steps: int, rounds: int, device: str, dtype: str) -> dict:
             if dev.type == "cuda":
                 torch.cuda.synchronize()
 
+        # CPU: process CPU time (other jobs on a shared machine swamp wall time); CUDA: wall time
+        clock = time.perf_counter if dev.type == "cuda" else time.process_time
+
         def run_loop():
             sync()
-            t0 = time.perf_counter()
+            t0 = clock()
             with torch.no_grad():
                 loop.sample(z, cond, guidance_scale=1.0)
             sync()
-            return (time.perf_counter() - t0) / steps
+            return (clock() - t0) / steps
 
         def run_bare():
             sync()
-            t0 = time.perf_counter()
+            t0 = clock()
             with torch.no_grad():
                 for t in ts:
                     spec(z, torch.tensor(t, device=dev), cond)
             sync()
-            return (time.perf_counter() - t0) / steps
+            return (clock() - t0) / steps
 
         run_loop(), run_bare()  # warm-up
         per_round = []
@@ -132,6 +136,7 @@ def worker(name: str, steps: int, rounds: int, device: str, dtype: str) -> dict:
         "denoiser_s": statistics.median(r["denoiser_s"] for r in per_round),
         "overhead": statistics.median(r["overhead"] for r in per_round),
         "rounds": per_round, "peak_mem_mb": peak_memory_mb(dev), "device": device, "dtype": dtype,
+        "clock": "wall" if dev.type == "cuda" else "process_cpu",
     }
 
 

@@ -2,6 +2,8 @@
 
 - `save`: SAVE (spectral shifts) vs full query fine-tuning vs LoRA on the SD1.5 UNet architecture with
   random weights (`modules/benchmarks/save.py`); writes `<out>/save.json` and `<out>/save.md`.
+- `families`: per model family, the loop's step vs the bare denoiser and peak memory (`scripts/bench_families.py`);
+  writes `<out>/families.json` and `<out>/families.md`.
 - `stem`: STEM inversion benchmarks from `modules.stem.bench` (one attention layer per mode, EM
   breakdown; `--unet-step` adds a whole SD1.5 UNet step per mode in `--rounds` alternating rounds,
   `--unet-modes` to choose the modes, `--no-layer` to re-run only the UNet step and keep the layer
@@ -87,6 +89,16 @@ def run_stem(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_families(args: argparse.Namespace) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_families import run
+
+    only = [m for m in args.only.split(",") if m] or None
+    run(args.out, steps=args.steps, rounds=args.rounds, device=args.device, dtype=args.dtype, only=only)
+    print(f"wrote {Path(args.out) / 'families.json'} and {Path(args.out) / 'families.md'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--out", default="benchmarks", help="output folder (default: benchmarks)")
@@ -123,6 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
     stem.add_argument("--no-layer", action="store_true",
                       help="skip the per-layer benchmark and keep the layer results already in <out>/stem.json")
     stem.set_defaults(func=run_stem)
+    fam = sub.add_parser("families", parents=[common],
+                         help="the loop's step vs the bare denoiser, per model family (scripts/bench_families.py)")
+    fam.add_argument("--steps", type=int, default=10, help="loop steps per timing")
+    fam.add_argument("--rounds", type=int, default=5, help="alternating rounds (median of per-round ratios)")
+    fam.add_argument("--device", default="cpu")
+    fam.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
+    fam.add_argument("--only", default="", help="comma-separated model names (default: all)")
+    fam.set_defaults(func=run_families)
     return parser
 
 
