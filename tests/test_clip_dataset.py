@@ -140,9 +140,15 @@ def test_bundled_sample_metadata_and_flow():
         assert np.abs(frames[n] - p40[4:36, n : n + 32]).mean() < 3
     flow = ds.flow(0)
     assert flow.shape == (7, 32, 32, 2) and flow.dtype == np.float32
-    np.testing.assert_allclose(flow[..., 0], -1.0) and np.testing.assert_allclose(flow[..., 1], 0.0)
+    np.testing.assert_allclose(flow[..., 0], -1.0)  # dx: content moves 1 px left per frame
+    np.testing.assert_allclose(flow[..., 1], 0.0)  # dy: no vertical motion
+    # the flow agrees with the frames: pixel x of frame n is pixel x - 1 of frame n + 1
+    for n in range(7):
+        moved = np.abs(frames[n + 1][:, :-1] - frames[n][:, 1:]).mean()
+        assert moved < 3 and moved < np.abs(frames[n + 1] - frames[n]).mean() / 3
     strided = ClipDataset("samples/pan_astronaut.mp4", num_frames=3, stride=3, start=1)
     np.testing.assert_allclose(strided.flow(0)[..., 0], -6.0)  # 3 frames of -2 px composed
+    np.testing.assert_allclose(strided.flow(0)[..., 1], 0.0)
 
 
 def test_all_bundled_samples_listed():

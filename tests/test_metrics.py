@@ -251,10 +251,24 @@ def test_clip_scorer(tiny_clip_dir, pan):
     frames, _ = pan
     scorer = ClipScorer(tiny_clip_dir)
     align = scorer.text_alignment(frames, "a photo of an astronaut")
-    assert -100 <= align <= 100
     assert scorer.text_alignment(frames, "a photo of an astronaut", scale=1.0) == pytest.approx(align / 100, abs=1e-5)
     cons = scorer.frame_consistency(frames)
-    assert -100 <= cons <= 100
+    # the same numbers through CLIPModel's own forward (its normalised image/text embeddings)
+    from transformers import AutoTokenizer, CLIPModel
+
+    model = CLIPModel.from_pretrained(tiny_clip_dir).eval()
+    tokens = AutoTokenizer.from_pretrained(tiny_clip_dir)(["a photo of an astronaut"], return_tensors="pt")
+    pixels = scorer.image_processor(images=list(frames), return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        out = model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"], pixel_values=pixels)
+    img, txt = out.image_embeds.double(), out.text_embeds[0].double()
+    assert align == pytest.approx(100 * float((img @ txt).mean()), abs=1e-4)
+    sim = img @ img.T
+    pairs = [float(sim[i, j]) for i in range(len(img)) for j in range(i + 1, len(img))]
+    assert cons == pytest.approx(100 * np.mean(pairs), abs=1e-4)
+    consecutive = [float(sim[i, i + 1]) for i in range(len(img) - 1)]
+    assert scorer.frame_consistency(frames, pairs="consecutive") == pytest.approx(100 * np.mean(consecutive), abs=1e-4)
+    assert np.mean(consecutive) != pytest.approx(np.mean(pairs), abs=1e-6)  # the two pair sets differ here
     still = np.repeat(frames[:1], 4, axis=0)
     assert scorer.frame_consistency(still) == pytest.approx(100.0, abs=1e-3)
     assert scorer.frame_consistency(still, scale=1.0) == pytest.approx(1.0, abs=1e-5)

@@ -39,21 +39,58 @@ def test_frame_kv_index():
         frame_kv_index(3, "diagonal")
 
 
+# frame i's keys/values, by definition (module docstring of modules/models/video_unet.py), for 4 frames
+FRAME_SETS = {
+    "per_frame": [[0], [1], [2], [3]],
+    "first": [[0], [0], [0], [0]],
+    "sparse_causal": [[0], [0], [0, 1], [0, 2]],  # {0, i-1}
+    "full": [[0, 1, 2, 3]] * 4,
+}
+
+
+class ByHandFrameSets:
+    """Reference self-attention: each frame's queries attend to the tokens of its frame set, computed
+    one frame at a time by diffusers' own processor with those frames' hidden states as the
+    `encoder_hidden_states` (no gathering code of the video UNet involved)."""
+
+    def __init__(self, sets):
+        from diffusers.models.attention_processor import AttnProcessor2_0
+
+        self.sets, self.plain = sets, AttnProcessor2_0()
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kw):
+        f = len(self.sets)
+        outs = []
+        for idx in range(hidden_states.shape[0]):
+            b, i = divmod(idx, f)
+            kv = torch.cat([hidden_states[b * f + j] for j in self.sets[i]])[None]
+            outs.append(self.plain(attn, hidden_states[idx:idx + 1], encoder_hidden_states=kv))
+        return torch.cat(outs)
+
+
 @pytest.mark.parametrize("mode", ["per_frame", "first", "sparse_causal", "full"])
-def test_inflated_model_equals_image_model_at_init(tiny_parts, mode):
+def test_inflated_model_follows_its_frame_sets_on_a_moving_video(tiny_parts, mode):
+    """On distinct frames, the inflated UNet (temporal layers at their identity init) equals the image
+    UNet whose every self-attention of frame i takes keys/values from frames S(i), computed by hand."""
+    from diffusers.models.attention import BasicTransformerBlock
+
     torch.manual_seed(0)
-    unet = copy.deepcopy(tiny_parts.unet)
+    video = VideoUNet(copy.deepcopy(tiny_parts.unet), mode, temporal=True)
     ref_unet = copy.deepcopy(tiny_parts.unet)
-    video = VideoUNet(unet, mode, temporal=True)
+    for block in ref_unet.modules():
+        if isinstance(block, BasicTransformerBlock):
+            block.attn1.set_processor(ByHandFrameSets(FRAME_SETS[mode]))
+    z = torch.randn(2, 4, 4, 16, 16)  # every frame different
     emb = torch.randn(2, 16, 32)
-    if mode == "per_frame":
-        z = torch.randn(2, 4, 3, 16, 16)  # any video: per-frame attention is the image model
-    else:  # other frame sets see the same keys only when the frames agree
-        z = torch.randn(2, 4, 1, 16, 16).expand(-1, -1, 3, -1, -1).contiguous()
     with torch.no_grad():
         out = video(z, 500, emb)
         ref = image_model_per_frame(ref_unet, z, 500, emb)
+        plain = image_model_per_frame(tiny_parts.unet, z, 500, emb)  # per-frame image model
     assert torch.allclose(out, ref, atol=1e-5), (out - ref).abs().max()
+    # frame 0 attends to itself in every mode but `full`; the others see other frames' keys
+    moved = (out - plain).abs().amax(dim=(0, 1, 3, 4))
+    expect_moved = [FRAME_SETS[mode][i] != [i] for i in range(4)]
+    assert [bool(m > 1e-3) for m in moved] == expect_moved, (mode, moved)
 
 
 def test_frame_attention_changes_output_on_moving_video(tiny_parts):
