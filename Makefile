@@ -2,7 +2,7 @@
 setup:
 	bash scripts/setup.sh
 demo: setup
-	.venv/bin/python -m train fit -c configs/save/tiny.yaml
+	.venv/bin/python -m train fit -c configs/save/tiny.yaml --overwrite
 test: setup
 	.venv/bin/python -m pytest -q
 test-slow: setup
