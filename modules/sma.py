@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -27,11 +28,11 @@ from torch import nn
 from modules.editing import EditConfig, EditResult, edit_clip, generate
 from modules.losses.sma import align_loss, global_loss, local_loss, motion_vectors
 from modules.models.spec import ModelFamilyError, load_model
+from modules.models.video_unet import FrameAttention
 from modules.sampling import LoopState
 from modules.video_tuning import VideoTuningModule
 
 FAMILIES = ("unet3d", "sd")
-FrameAttention = Literal["first", "sparse_causal", "full", "per_frame"]
 BaseDtype = Literal["float32", "bfloat16", "float16"]
 
 
@@ -283,9 +284,12 @@ class MotionDirectorModule(MotionTuningModule):
                                            input_transformer=not paper),
         }
         net = self.spec.network
-        for name, modules in targets.items():
-            cfg = LoraConfig(r=rank, lora_alpha=rank, lora_dropout=lora_dropout, target_modules=modules)
-            inject_adapter_in_model(cfg, net, adapter_name=name)
+        with torch.random.fork_rng(devices=[]), warnings.catch_warnings():  # lora_A's init from the module's seed
+            warnings.filterwarnings("ignore", message="Already found a `peft_config`")  # two adapters: intended
+            torch.manual_seed(seed)
+            for name, modules in targets.items():
+                cfg = LoraConfig(r=rank, lora_alpha=rank, lora_dropout=lora_dropout, target_modules=modules)
+                inject_adapter_in_model(cfg, net, adapter_name=name)
         self.lora_params: dict[str, list[nn.Parameter]] = {k: [] for k in targets}
         for n, p in net.named_parameters():
             for name in targets:
