@@ -244,16 +244,20 @@ def _resize_shorter(img: np.ndarray, side: int) -> np.ndarray:
 class RestorationDataset(Dataset):
     """`length` items of random crops with their conditioning inputs (see the module docstring)."""
 
-    def __init__(self, source: _Source, task: str, size: int, resize: int | None = None, scale: int = 8,
+    def __init__(self, source: _Source, task: str, size: int, resize: int | None = None, scale: int | None = None,
                  masks: MaskConfig | None = None, caption_dropout: float = 0.0, length: int = 1000, seed: int = 0):
         if task not in TASKS:
             raise ValueError(f"data.init_args.task must be one of {TASKS}, got {task!r}")
+        if task == "super_resolution" and not scale:
+            raise ValueError("data.init_args.scale is required for super_resolution (8 for latent models, 4 for the "
+                             "pixel world): the factor the low-res inputs are downsampled by")
         if task == "super_resolution" and size % scale:
             raise ValueError(f"data.init_args.size {size} is not a multiple of the super-resolution scale {scale}")
-        self.source, self.task, self.size, self.resize, self.scale = source, task, int(size), int(resize or size), int(scale)
+        self.source, self.task, self.size, self.resize, self.scale = source, task, int(size), int(resize or size), scale
         if self.resize < self.size:
             raise ValueError(f"data.init_args.resize ({resize}) must be >= size ({size}): images are resized, then cropped")
-        self.masks, self.caption_dropout, self.length, self.seed = masks or MaskConfig(), caption_dropout, length, seed
+        masks = MaskConfig(**masks) if isinstance(masks, dict) else (masks or MaskConfig())
+        self.masks, self.caption_dropout, self.length, self.seed = masks, caption_dropout, length, seed
         self.masks.probabilities()  # validates
         self.epoch = 0
 
@@ -286,7 +290,7 @@ class RestorationDataset(Dataset):
 
 class RestorationDataModule(L.LightningDataModule):
     def __init__(self, task: Literal["super_resolution", "inpainting"] = "super_resolution", source: str | None = None,
-                 prompt: str | None = None, size: int = 32, resize: int | None = 40, scale: int = 8,
+                 prompt: str | None = None, size: int = 32, resize: int | None = 40, scale: int | None = None,
                  masks: MaskConfig | None = None, caption_dropout: float = 0.1, batch_size: int = 8,
                  steps_per_epoch: int = 100, val_items: int = 4, seed: int = 0, num_workers: int = 0):
         """
@@ -298,7 +302,8 @@ class RestorationDataModule(L.LightningDataModule):
             prompt: caption of a single video or image file (a folder's come from its manifest).
             size: side of the square training crops (pixels).
             resize: the shorter image side is resized to this before cropping (None: `size`).
-            scale: super-resolution factor (×8 for latent models, ×4 for the pixel world).
+            scale: super-resolution factor, required for `super_resolution` (×8 for latent models, ×4
+                for the pixel world; the model's `scale` must agree).
             masks: relative frequencies of the inpainting masks (25% full by default).
             caption_dropout: probability of an empty caption (classifier-free guidance).
             batch_size: items per step.

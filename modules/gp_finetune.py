@@ -266,8 +266,8 @@ class GPFinetuneModule(TrainingModule):
         if task not in ("super_resolution", "inpainting"):
             raise ValueError(f"model.init_args.task must be super_resolution or inpainting, got {task!r}")
         self.save_hyperparameters()
-        self.gp_cfg = gp or GPConfig()
-        self.restore_cfg = restore or RestoreConfig()
+        self.gp_cfg = GPConfig(**gp) if isinstance(gp, dict) else (gp or GPConfig())
+        self.restore_cfg = RestoreConfig(**restore) if isinstance(restore, dict) else (restore or RestoreConfig())
         if noise == "gp":
             self.noise_sampler = GPNoiseSampler(**asdict(self.gp_cfg))
         else:
