@@ -201,6 +201,34 @@ def restore(spec, task: str, prompts: list[str], *, low_res=None, pixels=None, m
     return out[:, :, 0] if was_image else out
 
 
+def load_finetuned(base: str, folder, dtype: torch.dtype = torch.float32):
+    """`(spec, card)`: the base model's spec with its UNet replaced by a GP fine-tuned export
+    (`diffusers-model` folder), and the export's metadata (task, scale, noise, GP parameters). An
+    export of another base (checksum in `export.json`) is refused."""
+    import json
+    from pathlib import Path
+
+    from diffusers import UNet2DConditionModel
+
+    from modules.models.video_unet import VideoUNet
+
+    folder = Path(folder)
+    meta_file = folder / "export.json"
+    if not meta_file.is_file() or not (folder / "unet" / "config.json").is_file():
+        raise FileNotFoundError(f"{folder} is not a GP fine-tuning export (needs export.json and unet/); "
+                                "write one with the ExportAdapter callback or scripts/export.py")
+    card = json.loads(meta_file.read_text())
+    if card.get("method") != GPFinetuneModule.method or card.get("task") not in ("super_resolution", "inpainting"):
+        raise ValueError(f"{meta_file} is a {card.get('method')!r} export, not a GP fine-tuning one (method {GPFinetuneModule.method!r})")
+    spec = load_model(base, dtype=dtype)
+    if card.get("base_checksum") and card["base_checksum"] != spec.checksum():
+        raise ValueError(f"{folder} was fine-tuned from a base with checksum {card['base_checksum']} "
+                         f"({card.get('base_model')}), but '{base}' has {spec.checksum()}: load it on its own base")
+    spec.unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype).eval().requires_grad_(False)
+    spec.model = VideoUNet(spec.unet, "per_frame", temporal=False).eval()
+    return spec, card
+
+
 def region_psnr(a: torch.Tensor, b: torch.Tensor, region: torch.Tensor | None = None) -> torch.Tensor:
     """Per-item PSNR (dB) of images in [-1, 1] (range 2) over `region` (1 = counted; default: all)."""
     d = (a.float() - b.float()) ** 2

@@ -14,6 +14,7 @@ from modules.gp_finetune import (
     GPFinetuneModule,
     RestorationInputError,
     baseline,
+    load_finetuned,
     region_psnr,
     restore,
 )
@@ -163,9 +164,10 @@ def test_tiny_sdxl_trains_exports_reloads_and_restores(task, tmp_path):
     assert after < 0.7 * before, (before, after)
 
     out = module.export(tmp_path / "export", step=10)
-    spec = load_model("tiny-sdxl")
-    spec.unet = UNet2DConditionModel.from_pretrained(out, subfolder="unet")
-    spec._model = None
+    spec, card = load_finetuned("tiny-sdxl", out)
+    assert card["task"] == task and spec.in_channels == module.spec.in_channels
+    with pytest.raises(ValueError, match="fine-tuned from a base with checksum"):
+        load_finetuned("tiny-sd", out)
     low = batch.get("low_res")
     kw = {"low_res": low[:1]} if task == "super_resolution" else {"pixels": batch["pixel_values"][:1], "mask": batch["mask"][:1]}
     img = restore(spec, task, [batch["caption"][0]], num_inference_steps=4, seed=3, **kw)
