@@ -26,10 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from modules.editing import EditConfig, EditResult, edit_clip, generate
-from modules.losses.sma import align_loss, global_loss, local_loss, motion_vectors
+from modules.losses.sma import align_loss, global_loss, local_loss, motion_vectors, spectrum
 from modules.models.spec import ModelFamilyError, load_model
 from modules.models.video_unet import FrameAttention
-from modules.sampling import LoopState
+from modules.sampling import LoopState, Prediction
 from modules.video_tuning import VideoTuningModule
 
 FAMILIES = ("unet3d", "sd")
@@ -53,6 +53,16 @@ class SpectralConfig:
     levels: int | None = None
     delta: float = 0.05
     abs_residual: bool = True
+
+
+def radial_average(amp: torch.Tensor) -> torch.Tensor:
+    """Mean of an fftshifted (H, W) map over rings of integer distance from the zero frequency."""
+    h, w = amp.shape
+    a = torch.arange(h).view(-1, 1) - h // 2
+    b = torch.arange(w).view(1, -1) - w // 2
+    r = (a.double() ** 2 + b.double() ** 2).sqrt().round().long().flatten()
+    total = torch.zeros(int(r.max()) + 1, dtype=torch.float64).index_add_(0, r, amp.flatten().double())
+    return (total / torch.bincount(r).double()).float()
 
 
 class MotionTuningModule(VideoTuningModule):
@@ -134,6 +144,38 @@ class MotionTuningModule(VideoTuningModule):
             return self.weighted(terms), terms
         with torch.no_grad():
             return torch.zeros((), device=aux.z0.device), self.motion_terms(aux, align)
+
+    @torch.no_grad()
+    def motion_spectra(self, batch, t_fraction: float = 0.5) -> dict[str, torch.Tensor]:
+        """Amplitude spectra (fftshifted, averaged over batch, channels and residual frames) of the clean
+        clip's motion vectors and of the tuned model's x̂0 at one timestep (`t_fraction` of the schedule,
+        fixed noise from the seed), with their radial averages: what ℓ_local compares."""
+        z0 = self.latents(batch)
+        size = tuple(batch["pixel_values"].shape[-2:]) if "pixel_values" in batch else None
+        cond = self.conditioning(batch["prompt"], size)
+        sch = self.spec.scheduler
+        t = torch.full((z0.shape[0],), int(t_fraction * (sch.config.num_train_timesteps - 1)), device=z0.device)
+        a = sch.alphas_cumprod.to(z0.device, torch.float64)[t].view(-1, 1, 1, 1, 1)
+        noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(self.noise_seed)).to(z0)
+        zt = (a.sqrt() * z0.double() + (1 - a).sqrt() * noise.double()).to(z0.dtype)
+        was_training = self.video_unet.training
+        self.video_unet.eval()
+        try:
+            with self.inference_adapters():
+                out = self.spec(zt, t, cond)
+        finally:
+            self.video_unet.train(was_training)
+        pred = Prediction(out, zt, float(a.flatten()[0]), sch.config.prediction_type).x0
+        res = {}
+        for name, x in (("true", z0), ("pred", pred)):
+            amp = spectrum(motion_vectors(x, self.spectral.abs_residual))[0].mean(dim=(0, 1, 2)).cpu()
+            res[name], res[f"radial_{name}"] = amp, radial_average(amp)
+        return res
+
+    def configure_callbacks(self):
+        from modules.callbacks.motion_spectra import MotionSpectraPlot
+
+        return [*super().configure_callbacks(), MotionSpectraPlot()]
 
     # -- motion transfer (validation / predict) ----------------------------------------------------
     def edit_batch(self, batch, prompts: list[str] | None = None) -> EditResult:

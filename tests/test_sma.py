@@ -14,7 +14,7 @@ from modules.adapters.diffusers_lora import LoraMismatchError, load_diffusers_lo
 from modules.adapters.formats import load_named_tensors, write_export
 from modules.losses.sma import MotionLossError
 from modules.models.spec import ModelFamilyError, load_model
-from modules.sma import KOHYA_FILE, MotionDirectorModule, SpectralConfig, VMCModule
+from modules.sma import KOHYA_FILE, MotionDirectorModule, SpectralConfig, VMCModule, radial_average
 
 CLIP = "samples/pan_astronaut.mp4"
 PROMPT = "a photo, panning"
@@ -313,6 +313,7 @@ def test_vmc_tiny_recipe_end_to_end(tmp_path):
     assert len(state) == 24 and all(".temp_attentions." in k for k in state)
     assert (root / "export" / "tensors.safetensors").is_file()
     assert (root / "videos" / "step000002_edit_a_photo_of_a_cat_panning.mp4").is_file()
+    assert (root / "plots" / "motion_spectra_step000002.png").stat().st_size > 5000
     rows = [r for r in logged(root) if "train/loss" in r]
     assert len(rows) == 2 and all({"train/align", "train/global", "train/local"} <= set(r) for r in rows)
 
@@ -330,3 +331,14 @@ def test_motiondirector_tiny_recipe_end_to_end(tmp_path):
     assert (root / "videos" / "step000004_edit_a_photo_of_a_cat_panning.mp4").is_file()
     rows = [r for r in logged(root) if "train/loss" in r]
     assert len(rows) == 2 and all({"train/temporal_mse", "train/appearance_debiased", "train/align"} <= set(r) for r in rows)
+
+
+def test_motion_spectra_compare_reference_and_prediction(batch):
+    amp = torch.zeros(8, 6)
+    amp[4, 3], amp[4, 4], amp[0, 0] = 5.0, 2.0, 1.0  # zero frequency at (4, 3) after fftshift
+    r = radial_average(amp)
+    assert r[0] == 5.0 and r[1] == pytest.approx(2.0 / 8) and len(r) == 6  # ring 1: 8 cells (√2 rounds to 1); corner: 5
+    spectra = VMCModule("tiny-unet3d").motion_spectra(batch)
+    assert spectra["true"].shape == spectra["pred"].shape == (8, 8)  # latent h, w of 16×16 pixels
+    assert len(spectra["radial_true"]) == 6 and torch.isfinite(spectra["radial_pred"]).all()
+    assert not torch.allclose(spectra["true"], spectra["pred"])
