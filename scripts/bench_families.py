@@ -51,15 +51,14 @@ MODELS = [
 
 def build_variant(preset: str, changes: dict | None, root: Path) -> str:
     """The preset itself, or a copy whose denoiser is rebuilt (random weights) with `changes`."""
-    from modules.models.spec import FAMILIES, detect_family, resolve_model_path
+    from modules.models.spec import detect_family, resolve_model_path
 
     src = resolve_model_path(preset)
     if not changes:
         return preset
     dst = root / f"{preset}-variant"
     shutil.copytree(src, dst)
-    fam = FAMILIES[detect_family(dst)[0]]
-    folder = dst / getattr(fam, "denoiser_folder", "unet")
+    folder = dst / ("transformer" if detect_family(dst)[0] == "cogvideox" else "unet")
     cfg = json.loads((folder / "config.json").read_text())
     import diffusers
 
@@ -144,7 +143,8 @@ def run(out: str | Path, steps: int = 10, rounds: int = 3, device: str = "cpu", 
         only: list[str] | None = None) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    results = {}
+    previous = out / "families.json"
+    results = json.loads(previous.read_text())["families"] if (only and previous.is_file()) else {}
     for name, *_ in MODELS:
         if only and name not in only:
             continue

@@ -1,30 +1,33 @@
-"""Benchmarks: `python scripts/benchmark.py save|stem [--out DIR]`.
+"""Benchmarks: `python scripts/benchmark.py save|stem|families [--out DIR]` (harness code in
+`scripts/bench/`; results in `benchmarks/` by default).
 
 - `save`: SAVE (spectral shifts) vs full query fine-tuning vs LoRA on the SD1.5 UNet architecture with
-  random weights (`modules/benchmarks/save.py`); writes `<out>/save.json` and `<out>/save.md`.
-- `families`: per model family, the loop's step vs the bare denoiser and peak memory (`scripts/bench_families.py`);
-  writes `<out>/families.json` and `<out>/families.md`.
-- `stem`: STEM inversion benchmarks from `modules.stem.bench` (one attention layer per mode, EM
+  random weights (`scripts/bench/save.py`); writes `<out>/save.json` and `<out>/save.md`.
+- `families`: per model family, the loop's step vs the bare denoiser and peak memory
+  (`scripts/bench/families.py`); writes `<out>/families.json` and `<out>/families.md`.
+- `stem`: STEM inversion benchmarks (`scripts/bench/stem.py`: one attention layer per mode, EM
   breakdown; `--unet-step` adds a whole SD1.5 UNet step per mode in `--rounds` alternating rounds,
-  `--unet-modes` to choose the modes, `--no-layer` to re-run only the UNet step and keep the layer
-  results already in `<out>/stem.json`); writes `<out>/stem.json`, `<out>/stem.md`.
+  `scripts/bench/stem_unet.py`, `--unet-modes` to choose the modes, `--no-layer` to re-run only the
+  UNet step and keep the layer results already in `<out>/stem.json`); writes `<out>/stem.json`,
+  `<out>/stem.md` and `<out>/stem_layer.png`.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+SCRIPTS = Path(__file__).resolve().parent  # the harness package `bench` lives here
+for _p in (REPO_ROOT, SCRIPTS):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def run_save(args: argparse.Namespace) -> int:
-    from modules.benchmarks.save import BenchConfig, run_save_benchmark
+    from bench.save import BenchConfig, run_save_benchmark
 
     cfg = BenchConfig(model=args.model, frames=args.frames, size=args.size, batch=args.batch, warmup=args.warmup,
                       steps=args.steps, rounds=args.rounds, lora_rank=args.lora_rank, seed=args.seed,
@@ -38,11 +41,8 @@ def run_stem(args: argparse.Namespace) -> int:
 
     import torch
 
-    try:
-        bench = importlib.import_module("modules.stem.bench")
-    except ImportError as e:
-        print(f"the STEM benchmark is not available: importing modules.stem.bench failed ({e})", file=sys.stderr)
-        return 2
+    from bench import stem as bench
+
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.no_layer and not args.unet_step:
@@ -60,27 +60,27 @@ def run_stem(args: argparse.Namespace) -> int:
             out = {k: v for k, v in previous.items() if k != "unet_step"}
     else:
         bench.bench_layer(out, repeats=args.repeats, verbose=True)  # fills out["layer"]
-        if not args.no_breakdown and hasattr(bench, "bench_em_breakdown"):
+        if not args.no_breakdown:
             bench.bench_em_breakdown(out, repeats=args.repeats)
     # the whole-UNet step (SD1.5 inflated UNet, one inversion forward per self-attention mode) is opt-in
     # with --unet-step: ~30-50 s per mode and round on 2 CPU cores.
     if args.unet_step:
-        from modules.benchmarks.stem_unet import MODES as UNET_MODES
-        from modules.benchmarks.stem_unet import bench_unet_step
+        from bench.stem_unet import MODES as UNET_MODES
+        from bench.stem_unet import bench_unet_step
 
         modes = tuple(m for m in args.unet_modes.split(",") if m) if args.unet_modes else UNET_MODES
         bench_unet_step(out, rounds=args.rounds, modes=modes)  # fills out["unet_step"]
-    table = bench.format_table(out) if hasattr(bench, "format_table") else json.dumps(out, indent=2)
+    table = bench.format_table(out)
     md = "# STEM benchmark\n\nOne self-attention layer (seconds per call):\n\n```\n" + table + "\n```\n"
     if "unet_step" in out:
-        from modules.benchmarks.stem_unet import format_unet_step
+        from bench.stem_unet import format_unet_step
 
         step = format_unet_step(out["unet_step"])
         print("\nwhole-UNet step:\n" + step)
         md += "\n## Whole SD 1.5 UNet inversion step\n\n" + step + "\n"
     print(table)
     json_path.write_text(json.dumps(out, indent=2) + "\n")
-    from modules.benchmarks.plots import plot_stem_layers
+    from bench.plots import plot_stem_layers
 
     if out.get("layer"):
         print(f"plot -> {plot_stem_layers(out, out_dir / 'stem_layer.png')}")
@@ -90,8 +90,7 @@ def run_stem(args: argparse.Namespace) -> int:
 
 
 def run_families(args: argparse.Namespace) -> int:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_families import run
+    from bench.families import run
 
     only = [m for m in args.only.split(",") if m] or None
     run(args.out, steps=args.steps, rounds=args.rounds, device=args.device, dtype=args.dtype, only=only)
@@ -121,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     save.add_argument("--threads", type=int, default=0, help="torch threads per worker (0: torch's default)")
     save.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for any one answer of a worker")
     save.set_defaults(func=run_save)
-    stem = sub.add_parser("stem", parents=[common], help="STEM inversion (modules.stem.bench)")
+    stem = sub.add_parser("stem", parents=[common], help="STEM inversion (scripts/bench/stem.py, stem_unet.py)")
     stem.add_argument("--repeats", type=int, default=3)
     stem.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     stem.add_argument("--no-breakdown", action="store_true", help="skip the EM time breakdown")
@@ -136,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="skip the per-layer benchmark and keep the layer results already in <out>/stem.json")
     stem.set_defaults(func=run_stem)
     fam = sub.add_parser("families", parents=[common],
-                         help="the loop's step vs the bare denoiser, per model family (scripts/bench_families.py)")
+                         help="the loop's step vs the bare denoiser, per model family (scripts/bench/families.py)")
     fam.add_argument("--steps", type=int, default=10, help="loop steps per timing")
     fam.add_argument("--rounds", type=int, default=5, help="alternating rounds (median of per-round ratios)")
     fam.add_argument("--device", default="cpu")

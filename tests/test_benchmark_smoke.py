@@ -1,11 +1,15 @@
-"""The benchmark code path (scripts/benchmark.py -> modules.benchmarks.save) on the tiny preset."""
+"""The benchmark code path (scripts/benchmark.py -> scripts/bench/save.py, stem.py) on the tiny preset."""
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
-from modules.benchmarks.save import VARIANTS, BenchConfig, run_save_benchmark
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # the harness package `bench`
+
+from bench import stem as stem_bench  # noqa: E402
+from bench.save import VARIANTS, BenchConfig, run_save_benchmark  # noqa: E402
 
 FIELDS = ("trainable_params", "query_trainable_params", "optimizer_state_bytes", "step_time_s", "peak_rss_bytes",
           "export_bytes")
@@ -53,10 +57,9 @@ def test_save_benchmark_isolated_workers_tiny(tmp_path):
 
 
 def test_stem_dispatch_writes_results(tmp_path, monkeypatch):
-    """`benchmark.py stem` drives modules.stem.bench (shrunk to one tiny grid here) and writes its files."""
-    bench = pytest.importorskip("modules.stem.bench")
-    layer = bench.bench_layer
-    monkeypatch.setattr(bench, "bench_layer", lambda out, **kw: layer(
+    """`benchmark.py stem` drives scripts/bench/stem.py (shrunk to one tiny grid here) and writes its files."""
+    layer = stem_bench.bench_layer
+    monkeypatch.setattr(stem_bench, "bench_layer", lambda out, **kw: layer(
         out, **{**kw, "token_grid": ((2, 4, 4),), "modes": ("per_frame", "all_frame"), "repeats": 1}))
     rc = load_script().main(["stem", "--out", str(tmp_path), "--no-breakdown", "--repeats", "1"])
     assert rc == 0

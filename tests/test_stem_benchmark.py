@@ -1,14 +1,17 @@
-"""The whole-UNet STEM step benchmark (modules.benchmarks.stem_unet) on the tiny preset: alternating
+"""The whole-UNet STEM step benchmark (scripts/bench/stem_unet.py) on the tiny preset: alternating
 rounds, every round's figure kept, per-round ratios and their median; `benchmark.py stem --no-layer`
 keeps the layer results already written."""
 import importlib.util
 import json
 import statistics
+import sys
 from pathlib import Path
 
 import pytest
 
-from modules.benchmarks import stem_unet
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # the harness package `bench`
+
+from bench import stem_unet  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:STEM EM. num_bases")  # K > tokens at these tiny sizes
 
