@@ -1,1 +1,0 @@
-"""Benchmarks run by `scripts/benchmark.py` (`save`: SAVE vs its baselines on the SD1.5 UNet)."""
