@@ -340,5 +340,5 @@ def test_motion_spectra_compare_reference_and_prediction(batch):
     assert r[0] == 5.0 and r[1] == pytest.approx(2.0 / 8) and len(r) == 6  # ring 1: 8 cells (√2 rounds to 1); corner: 5
     spectra = VMCModule("tiny-unet3d").motion_spectra(batch)
     assert spectra["true"].shape == spectra["pred"].shape == (8, 8)  # latent h, w of 16×16 pixels
-    assert len(spectra["radial_true"]) == 6 and torch.isfinite(spectra["radial_pred"]).all()
+    assert len(spectra["radial_true"]) == 7 and torch.isfinite(spectra["radial_pred"]).all()
     assert not torch.allclose(spectra["true"], spectra["pred"])
