@@ -388,32 +388,3 @@ class DDIMLoop:
             cb.on_phase_end(state)
         return state
 
-
-# Transitional: callers move to ModelSpec.encode/decode (the family's codec); removed then.
-class LatentCodec:
-    """VAE encode/decode for `(B, 3, F, H, W)` pixels in [-1, 1]; the identity for pixel-space models."""
-
-    def __init__(self, vae=None, frame_chunk: int = 8):
-        self.vae = vae
-        self.frame_chunk = frame_chunk
-        self.scale = vae.config.scaling_factor if vae is not None else 1.0
-
-    @torch.no_grad()
-    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        if self.vae is None:
-            return pixels
-        b, c, f, h, w = pixels.shape
-        x = pixels.transpose(1, 2).reshape(b * f, c, h, w).to(self.vae.dtype)
-        z = torch.cat([self.vae.encode(x[i:i + self.frame_chunk]).latent_dist.mean
-                       for i in range(0, b * f, self.frame_chunk)])
-        z = z * self.scale
-        return z.reshape(b, f, *z.shape[1:]).transpose(1, 2)
-
-    @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        if self.vae is None:
-            return latents.clamp(-1, 1)
-        b, c, f, h, w = latents.shape
-        z = latents.transpose(1, 2).reshape(b * f, c, h, w).to(self.vae.dtype) / self.scale
-        x = torch.cat([self.vae.decode(z[i:i + self.frame_chunk]).sample for i in range(0, b * f, self.frame_chunk)])
-        return x.reshape(b, f, *x.shape[1:]).transpose(1, 2).clamp(-1, 1)
