@@ -1,6 +1,7 @@
 """`unet3d`: diffusers' `UNet3DConditionModel` text-to-video UNets (ModelScope text-to-video-ms-1.7b,
 Zeroscope v2; `TextToVideoSDPipeline`): one CLIP, a per-frame KL VAE, latents natively
-`(B, C, F, h, w)`."""
+`(B, C, F, h, w)`. Pixel-space models of the same layout (the tiny video world, `assets/video_world`)
+have no `vae/` and `"vae": [null, null]` in `model_index.json`: the codec is the identity."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,7 +12,7 @@ from transformers import CLIPTextModel
 
 from modules.conditioning import Conditioning
 from modules.models.families.sd import encode_clip_prompt
-from modules.models.spec import ModelSpec, load_scheduler, load_tokenizer, register_family
+from modules.models.spec import ModelSpec, load_scheduler, load_tokenizer, model_index, register_family
 from modules.models.unet3d_model import UNet3DConditionModel  # + peft adapter mixin, gradient checkpointing
 
 
@@ -23,15 +24,23 @@ class UNet3DSpec(ModelSpec):
     download_hint = (
         "Download a diffusers-format text-to-video UNet3D folder, e.g.\n"
         "  huggingface-cli download cerspense/zeroscope_v2_576w --local-dir {path}\n"
-        "or ali-vilab/text-to-video-ms-1.7b (it must contain unet/, vae/, text_encoder/, tokenizer/, scheduler/)."
+        "or ali-vilab/text-to-video-ms-1.7b (it must contain unet/, vae/, text_encoder/, tokenizer/, scheduler/; "
+        "a pixel-space model has no vae/)."
     )
+
+    @classmethod
+    def required_parts(cls, path: Path) -> tuple[str, ...]:
+        """`vae/` is required unless `model_index.json` lists no VAE (`"vae": [null, null]`: pixel space)."""
+        vae = model_index(path).get("vae", ["diffusers", "AutoencoderKL"])
+        pixel_space = isinstance(vae, list) and len(vae) == 2 and vae[0] is None
+        return tuple(p for p in cls.parts if not (pixel_space and p == "vae"))
 
     @classmethod
     def _load(cls, path: Path, dtype: torch.dtype) -> "UNet3DSpec":
         return cls(
             path=path, model_id=cls.model_id_of(path), dtype=dtype, scheduler=load_scheduler(path / "scheduler"),
             model=UNet3DConditionModel.from_pretrained(path / "unet", torch_dtype=dtype),
-            vae=AutoencoderKL.from_pretrained(path / "vae", torch_dtype=dtype),
+            vae=AutoencoderKL.from_pretrained(path / "vae", torch_dtype=dtype) if "vae" in cls.required_parts(path) else None,
             text_encoders=[CLIPTextModel.from_pretrained(path / "text_encoder", torch_dtype=dtype)],
             tokenizers=[load_tokenizer(path / "tokenizer")],
         )

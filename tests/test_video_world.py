@@ -1,0 +1,130 @@
+"""The video world trainer (modules/video_world.py): initialisation from the image world, the text
+encoder with motion words, a training step on the training base, the saved diffusers folder loaded
+back through the `unet3d` family as a pixel-space spec, sampling through the one loop."""
+import json
+
+import pytest
+import torch
+
+from modules.video_world import (
+    VideoUNetConfig, VideoWorldModule, classify_video, extend_text_encoder, init_from_image_unet, is_temporal,
+)
+
+SMALL = VideoUNetConfig(block_out_channels=(8, 16, 16), attention_head_dim=2, norm_num_groups=8)
+
+
+@pytest.fixture(scope="module")
+def world_module():
+    return VideoWorldModule(init_from="tiny-world", ema_decay=0.9).eval()
+
+
+def test_spatial_layers_come_from_the_image_world_and_temporal_layers_start_as_identity(world_module):
+    from modules.models.spec import load_model
+
+    m = world_module
+    world = load_model("tiny-world")
+    copied = set(m.init_report["copied"])
+    assert copied == {k for k in m.unet.state_dict() if not is_temporal(k)}
+    w2 = world.unet.state_dict()
+    for k in ("conv_in.weight", "down_blocks.1.resnets.0.conv1.weight", "mid_block.attentions.0.proj_in.weight",
+              "up_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight"):
+        assert torch.equal(m.unet.state_dict()[k].flatten(), w2[k].flatten())
+    # identity temporal layers: each output frame depends on its own input frame only
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 3, 8, 32, 32, generator=g)
+    cond = m.spec.encode_prompt(["a photo of a cat, panning left quickly"])
+    y = x.clone()
+    y[:, :, 3] = torch.randn(1, 3, 32, 32, generator=g)
+    with torch.no_grad():
+        a, b = m.spec(x, 500, cond), m.spec(y, 500, cond)
+    keep = [f for f in range(8) if f != 3]
+    assert torch.allclose(a[:, :, keep], b[:, :, keep], atol=1e-5)
+    assert not torch.allclose(a[:, :, 3], b[:, :, 3], atol=1e-3)
+
+
+def test_a_mismatched_image_layout_is_refused():
+    from modules.models.spec import load_model
+    from modules.video_world import build_video_unet
+
+    with pytest.raises(ValueError, match="does not match the video UNet"):
+        init_from_image_unet(build_video_unet(SMALL, 64), load_model("tiny-world").unet)
+
+
+def test_motion_words_extend_the_tokenizer_and_keep_the_photo_words():
+    from modules.models.spec import load_model
+
+    world = load_model("tiny-world")
+    tok, te = extend_text_encoder(world.tokenizer, world.text_encoder, ["panning", "left", ",", "photo"], seed=0)
+    assert len(tok) == len(world.tokenizer) + 3  # "photo" was known
+    ids = tok("a photo of a cat, panning left").input_ids
+    assert tok.unk_token_id not in ids
+    assert tok("a photo of a cat").input_ids == world.tokenizer("a photo of a cat").input_ids
+    old = world.text_encoder.get_input_embeddings().weight
+    assert torch.equal(te.get_input_embeddings().weight[:len(old)], old)
+    # CLIP is causal: the caption's photo words are encoded exactly as before the motion words
+    n = len(tok("a photo of a cat").input_ids) - 1  # without <eos>
+    with torch.no_grad():
+        h_new = te(tok(["a photo of a cat, panning left"], return_tensors="pt").input_ids)[0]
+        h_old = world.text_encoder(world.tokenizer(["a photo of a cat"], return_tensors="pt").input_ids)[0]
+    assert torch.allclose(h_new[0, :n], h_old[0, :n], atol=1e-5)
+
+
+def test_training_step_checkpoint_and_saved_folder_roundtrip(tmp_path):
+    from modules.editing import generate
+    from modules.models.spec import load_model
+
+    m = VideoWorldModule(unet=SMALL, init_from=None, ema_decay=0.9, seed=3)
+    opt = m.configure_optimizers()["optimizer"]
+    assert [g["name"] for g in opt.param_groups] == ["temporal", "spatial"]
+    batch = {"pixel_values": torch.rand(1, 3, 8, 32, 32) * 2 - 1, "caption": ["a photo of a cat, panning left slowly"]}
+    m.train()
+    m.train_iteration = 1
+    loss = m.training_step(batch, 0)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert m.unet.transformer_in.proj_out.weight.grad is not None  # the temporal layers learn
+    opt.step()
+    m.on_train_batch_end(None, batch, 0)
+    ckpt = {}
+    m.on_save_checkpoint(ckpt)
+    assert set(ckpt["state_dict"]) == {f"unet.{n}" for n, _ in m.unet.named_parameters()}  # no text encoder, no EMA
+    assert set(ckpt["ema_state"]) == set(m.ema.state_dict())
+    out = m.save_video_world(tmp_path / "vw")
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["_class_name"] == "TextToVideoSDPipeline" and index["vae"] == [None, None]
+    assert not (out / "vae").exists() and "seed: 3" in (out / "README.md").read_text()
+    spec = load_model(str(out))
+    assert spec.family == "unet3d" and spec.pixel_space and spec.unet.dtype == torch.float32
+    assert spec.latent_shape(8, 32, 32) == (3, 8, 32, 32)
+    cap = "a photo of a cat, panning left slowly"
+    assert torch.allclose(spec.encode_prompt([cap])["encoder_hidden_states"],
+                          m.spec.encode_prompt([cap])["encoder_hidden_states"], atol=1e-5)
+    x = torch.randn(1, 3, 8, 32, 32)
+    with torch.no_grad():  # the saved weights are the EMA's, in fp16
+        ref = m.final_spec()(x, 400, m.spec.encode_prompt([cap]))
+        assert torch.allclose(spec(x, 400, spec.encode_prompt([cap])), ref, atol=2e-2)
+    v = generate(spec, [cap], 8, 32, 32, num_inference_steps=2, guidance_scale=3.0, progress=False)
+    assert v.shape == (1, 3, 8, 32, 32) and v.abs().max() <= 1
+
+
+def test_unet3d_folder_with_a_listed_vae_still_needs_it(tmp_path):
+    from modules.models.loading import ModelNotFoundError
+    from modules.models.spec import load_model
+
+    m = VideoWorldModule(unet=SMALL, init_from=None, ema_decay=0.0)
+    out = m.save_video_world(tmp_path / "vw")
+    index = json.loads((out / "model_index.json").read_text())
+    (out / "model_index.json").write_text(json.dumps({**index, "vae": ["diffusers", "AutoencoderKL"]}))
+    with pytest.raises(ModelNotFoundError, match="vae/"):
+        load_model(str(out))
+
+
+def test_classifier_names_the_photos_of_training_clips():
+    from data.motion_clips import MotionClips
+
+    ds = MotionClips(length=8, caption_dropout=0, p_zoom=0, seed=2)
+    for i in range(0, 8, 2):
+        it = ds[i]
+        labels, d = classify_video(it["pixel_values"])
+        assert labels == [it["photo"]] * 8
+        assert d.shape == (8, 8)
