@@ -10,7 +10,7 @@ from data.photos import photo
 from data.video_io import write_video
 from modules.callbacks.stem import STEMInversion
 from modules.editing import EditConfig, edit_clip
-from modules.models import VideoUNet, load_parts
+from modules.models.spec import load_model
 
 
 @pytest.mark.slow
@@ -21,11 +21,10 @@ def test_120_frames_256px_invert_with_stem(tmp_path):
     clip = ClipDataset(str(path), prompt="a photo of a cup of coffee", num_frames=120, height=256, width=256)
     pixels = clip[0]["pixel_values"][None]
     assert pixels.shape == (1, 3, 120, 256, 256)
-    parts = load_parts("tiny-sd")
-    vunet = VideoUNet(parts.unet, "first").eval()
+    spec = load_model("tiny-sd")
+    spec.inflate("first")
     cfg = EditConfig(num_inference_steps=1, reconstruct=False)
-    res = edit_clip(parts, vunet, pixels, "a photo of a cup of coffee", cfg, [STEMInversion(num_bases=256)],
-                    progress=False)
+    res = edit_clip(spec, pixels, "a photo of a cup of coffee", cfg, [STEMInversion(num_bases=256)], progress=False)
     assert res.inversion.z.shape == (1, 4, 120, 128, 128)
     assert torch.isfinite(res.inversion.z).all()
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
