@@ -51,15 +51,14 @@ MODELS = [
 
 def build_variant(preset: str, changes: dict | None, root: Path) -> str:
     """The preset itself, or a copy whose denoiser is rebuilt (random weights) with `changes`."""
-    from modules.models.spec import FAMILIES, detect_family, resolve_model_path
+    from modules.models.spec import detect_family, resolve_model_path
 
     src = resolve_model_path(preset)
     if not changes:
         return preset
     dst = root / f"{preset}-variant"
     shutil.copytree(src, dst)
-    fam = FAMILIES[detect_family(dst)[0]]
-    folder = dst / getattr(fam, "denoiser_folder", "unet")
+    folder = dst / ("transformer" if detect_family(dst)[0] == "cogvideox" else "unet")
     cfg = json.loads((folder / "config.json").read_text())
     import diffusers
 
@@ -122,7 +121,17 @@ def worker(name: str, steps: int, rounds: int, device: str, dtype: str) -> dict:
             sync()
             return (clock() - t0) / steps
 
-        run_loop(), run_bare()  # warm-up
+        # the loop's own work per step (schedule, Prediction, DDIM arithmetic, hooks) with a free denoiser
+        free = DDIMLoop(lambda x, t, c: x, spec.scheduler, steps, progress=False)
+
+        def run_free():
+            t0 = clock()
+            for _ in range(20):
+                free.sample(z, cond, guidance_scale=1.0)
+            return (clock() - t0) / (20 * steps)
+
+        run_loop(), run_bare(), run_free()  # warm-up
+        loop_only = statistics.median(run_free() for _ in range(3))
         per_round = []
         for r in range(rounds):  # alternate which goes first
             if r % 2:
@@ -135,6 +144,7 @@ def worker(name: str, steps: int, rounds: int, device: str, dtype: str) -> dict:
         "step_s": statistics.median(r["step_s"] for r in per_round),
         "denoiser_s": statistics.median(r["denoiser_s"] for r in per_round),
         "overhead": statistics.median(r["overhead"] for r in per_round),
+        "loop_only_s": loop_only, "loop_only_fraction": loop_only / statistics.median(r["denoiser_s"] for r in per_round),
         "rounds": per_round, "peak_mem_mb": peak_memory_mb(dev), "device": device, "dtype": dtype,
         "clock": "wall" if dev.type == "cuda" else "process_cpu",
     }
@@ -144,7 +154,8 @@ def run(out: str | Path, steps: int = 10, rounds: int = 3, device: str = "cpu", 
         only: list[str] | None = None) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    results = {}
+    previous = out / "families.json"
+    results = json.loads(previous.read_text())["families"] if (only and previous.is_file()) else {}
     for name, *_ in MODELS:
         if only and name not in only:
             continue
@@ -155,6 +166,7 @@ def run(out: str | Path, steps: int = 10, rounds: int = 3, device: str = "cpu", 
         results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
         r = results[name]
         print(f"{name:>20}: step {r['step_s'] * 1e3:8.1f} ms, denoiser {r['denoiser_s'] * 1e3:8.1f} ms, "
+              f"loop alone {r['loop_only_s'] * 1e3:.3f} ms ({100 * r['loop_only_fraction']:.2f}%), "
               f"overhead {100 * r['overhead']:+.2f}% (rounds "
               f"{', '.join('%+.2f%%' % (100 * x['overhead']) for x in r['rounds'])}), peak {r['peak_mem_mb']:.0f} MB",
               flush=True)
@@ -162,12 +174,12 @@ def run(out: str | Path, steps: int = 10, rounds: int = 3, device: str = "cpu", 
                        "threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None},
             "families": results}
     (out / "families.json").write_text(json.dumps(data, indent=2))
-    rows = ["| model | family | params | latents (C,F,h,w) | loop step | bare denoiser | overhead (median; rounds) | peak memory |",
-            "|---|---|---:|---|---:|---:|---|---:|"]
+    rows = ["| model | family | params | latents (C,F,h,w) | loop step | bare denoiser | loop alone | overhead (median; rounds) | peak memory |",
+            "|---|---|---:|---|---:|---:|---:|---|---:|"]
     for name, r in results.items():
         rounds_txt = ", ".join(f"{100 * x['overhead']:+.1f}%" for x in r["rounds"])
         rows.append(f"| {name} | {r['family']} | {r['params'] / 1e6:.2f} M | {tuple(r['latent_shape'])} | "
-                    f"{r['step_s'] * 1e3:.1f} ms | {r['denoiser_s'] * 1e3:.1f} ms | "
+                    f"{r['step_s'] * 1e3:.1f} ms | {r['denoiser_s'] * 1e3:.1f} ms | {r['loop_only_s'] * 1e3:.3f} ms ({100 * r['loop_only_fraction']:.2f}%) | "
                     f"{100 * r['overhead']:+.2f}% ({rounds_txt}) | {r['peak_mem_mb']:.0f} MB |")
     (out / "families.md").write_text("\n".join(rows) + "\n")
     return data
