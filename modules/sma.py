@@ -347,6 +347,7 @@ class MotionDirectorModule(MotionTuningModule):
         for ps in self.lora_params.values():
             for p in ps:
                 p.requires_grad_(True)
+        self._lora_dropouts = [m.lora_dropout[name] for name, layers in self._lora_layers.items() for m in layers]
 
     @property
     def method(self) -> str:

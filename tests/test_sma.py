@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from data.clip_dataset import ClipDataModule, ClipDataset
 from modules.adapters.diffusers_lora import LoraMismatchError, load_diffusers_lora
 from modules.adapters.formats import load_named_tensors, write_export
+from modules.editing import EditConfig
 from modules.losses.sma import MotionLossError
 from modules.models.spec import ModelFamilyError, load_model
 from modules.sma import KOHYA_FILE, MotionDirectorModule, SpectralConfig, VMCModule, radial_average
@@ -166,6 +167,24 @@ def test_resume_replays_noise_coins_frames_and_dropout(tmp_path):
     assert resumed.train_iteration == 3 and trainer.global_step == 6
     for k in ("spatial", "temporal"):
         assert all(torch.equal(a, b) for a, b in zip(straight.lora_params[k], resumed.lora_params[k])), k
+
+
+def test_lora_dropout_stays_on_in_training_after_a_validation(tmp_path):
+    modes = []
+
+    class Dropout(L.Callback):
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            modes.append({d.training for d in pl_module._lora_dropouts})
+
+    m = MotionDirectorModule("tiny-unet3d", rank=4, edit=EditConfig(num_inference_steps=1, reconstruct=False,
+                                                                    edit_prompts=["a photo of a cat"]))
+    dm = ClipDataModule(CLIP, prompt=PROMPT, num_frames=4, height=16, width=16, steps_per_epoch=1)
+    trainer = L.Trainer(accelerator="cpu", max_steps=4, max_epochs=-1, limit_val_batches=1, num_sanity_val_steps=0,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=str(tmp_path), callbacks=[Dropout()])
+    trainer.fit(m, datamodule=dm)  # one iteration per epoch: validation between the two iterations
+    assert isinstance(m.last_edit.edits["a photo of a cat"], torch.Tensor) and len(modes) == 4
+    assert modes == [{True}] * 4  # dropout 0.1 on in every step: Lightning restores module modes after validation
 
 
 def test_trainer_gradient_clipping_is_refused_under_manual_optimisation(tmp_path):
