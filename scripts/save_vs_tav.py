@@ -1,12 +1,13 @@
 """SAVE vs Tune-A-Video, speed to quality on the tiny world (SAVE's headline: ~3 vs 28 minutes).
 
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/save_vs_tav.py            # the study (≈ 20–25 min on 2 busy cores)
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/save_vs_tav.py --seeds 0 1   # the study (≈ 20 min CPU; 53 min wall at load ~9)
     OMP_NUM_THREADS=1 .venv/bin/python scripts/save_vs_tav.py --print-only   # tables + plot from the JSON
 
 Writes `assets/results/save_vs_tav.json` and `assets/results/save_vs_tav.png`; numbers in README.md
 and docs/world.md ("SAVE vs Tune-A-Video: speed to quality").
 
 Protocol (fixed before measuring):
+- **Seeds**: `--seeds` (the committed JSON: 0 and 1; the default 0 1 2 adds ≈ 10 min CPU).
 - **Clips**: the bundled pans (`samples/pan_<source>.mp4`, 8 frames, 32×32) of `--clips`, each with
   its caption as the training prompt and its fixed edit target from `edit_pairs(0)` (astronaut →
   retina, rocket → camera).
