@@ -38,7 +38,8 @@ from tokenizers import Tokenizer, models
 from transformers import CLIPTextModel, PreTrainedTokenizerFast
 
 from modules.models.tiny import sd_scheduler
-from modules.training import TrainingModule
+from modules.sampling import SamplingCallback
+from modules.training import NOISE_SAMPLERS, TrainingModule
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -166,6 +167,50 @@ def video_spec(unet: UNet3DConditionModel, text_encoder: CLIPTextModel, tokenize
                       vae=None, model=unet, text_encoders=[text_encoder], tokenizers=[tokenizer])
 
 
+# ----------------------------------------------------------------------------------- noise prior
+MIXED_RHO = 0.5  # PYoCo's "mixed" noise with α = 1: correlation ρ = α² / (1 + α²) between frames
+
+
+def mix_frames(z: torch.Tensor, rho: float = MIXED_RHO) -> torch.Tensor:
+    """White noise `(B, C, F, h, w)` -> frame-correlated noise with the same marginals: every element
+    N(0, 1), correlation `rho` between two frames at the same place (PYoCo's mixed noise,
+    ε_f = √ρ·ε_shared + √(1-ρ)·ε_f'), exactly: the frame mean is scaled to variance ρ + (1-ρ)/F and
+    the rest to (1-ρ)(F-1)/F. Deterministic, so a seeded white z_T stays seeded."""
+    f = z.shape[2]
+    m = z.mean(2, keepdim=True)
+    return math.sqrt(rho * f + 1 - rho) * m + math.sqrt(1 - rho) * (z - m)
+
+
+def mixed_noise(shape: tuple, generator: torch.Generator, device=None) -> torch.Tensor:
+    """The training base's noise-sampler signature for `noise: mixed` (`modules.training.NOISE_SAMPLERS`)."""
+    return mix_frames(torch.randn(shape, generator=generator))
+
+
+NOISE_SAMPLERS.setdefault("mixed", mixed_noise)
+
+
+class MixedNoise(SamplingCallback):
+    """Sampling from noise (`generate`, label "generate") starts from the frame-correlated prior a
+    `noise: mixed` model was trained on; inversions, reconstructions and edits are left alone (their
+    z_T comes from DDIM inversion)."""
+
+    def __init__(self, rho: float = MIXED_RHO):
+        self.rho = rho
+
+    def initial_noise(self, state, z):
+        return mix_frames(z, self.rho) if getattr(state, "label", None) == "generate" else z
+
+
+def noise_callbacks(spec) -> list:
+    """The sampling callbacks a saved video world needs for `generate` (its `model_index.json`
+    training record): `[MixedNoise(rho)]` for `noise: mixed`, else none."""
+    info = {}
+    f = Path(getattr(spec, "path", "")) / "model_index.json"
+    if f.is_file():
+        info = json.loads(f.read_text()).get("training", {})
+    return [MixedNoise(info.get("noise_rho", MIXED_RHO))] if info.get("noise") == "mixed" else []
+
+
 # ----------------------------------------------------------------------------------------- module
 class VideoWorldModule(TrainingModule):
     def __init__(
@@ -184,7 +229,8 @@ class VideoWorldModule(TrainingModule):
         output_dir: str | None = None,
         save_dtype: Literal["float16", "float32"] = "float16",
         seed: int = 0,
-        noise: Literal["white"] = "white",
+        noise: Literal["white", "mixed"] = "white",
+        snr_gamma: float | None = None,
         grad_clip: float | None = 1.0,
         recipe: str = "",
     ):
@@ -208,7 +254,14 @@ class VideoWorldModule(TrainingModule):
             output_dir: where `on_train_end` writes the diffusers folder (None = don't).
             save_dtype: dtype of the saved UNet weights (float16 halves the size; loads as fp32).
             seed: UNet init of the temporal layers and the training noise/timestep streams.
-            noise: training noise sampler (the training base's switch).
+            noise: training noise: `white`, or `mixed` (frames correlated by ρ = 0.5, PYoCo): a
+                frame-per-frame image model then already draws similar frames, so the temporal
+                layers learn coherence and motion from fewer steps; `generate` must then start from
+                the same prior (`noise_callbacks(spec)` / `MixedNoise`; recorded in the model card).
+            snr_gamma: Min-SNR-γ loss weighting (Hang et al. 2023): each item's ε-MSE weighted by
+                min(SNR, γ)/SNR, i.e. the low-noise steps (SNR > γ) count less and the high-noise
+                steps — where a clip's layout and motion are decided — relatively more (None = plain
+                ε-MSE). Added as the method term `min_snr` of `extra_loss`: total = mean(w·err²).
             grad_clip: gradient-norm clipping.
             recipe: the config file the run came from (recorded in the model card).
         """
@@ -265,6 +318,15 @@ class VideoWorldModule(TrainingModule):
         self.log_terms(total, terms, batch_size=x0.shape[0])
         self._loss_window = (self._loss_window + [float(loss.detach())])[-50:]
         return total
+
+    def extra_loss(self, batch, aux) -> dict[str, torch.Tensor]:
+        gamma = self.hparams.snr_gamma
+        if not gamma:
+            return {}
+        acp = self.spec.scheduler.alphas_cumprod.to(aux.t.device, torch.float32)[aux.t]
+        w = (gamma * (1 - acp) / acp).clamp(max=1.0)  # min(SNR, γ) / SNR
+        err = (aux.output.float() - aux.target.float()).pow(2).flatten(1).mean(1)
+        return {"min_snr": ((w - 1) * err).mean()}
 
     def on_train_start(self):
         self._t0 = time.time() - self.wall_time
@@ -360,7 +422,9 @@ class VideoWorldModule(TrainingModule):
             "vae": [None, None],
             "training": {"steps": steps, "final_loss": round(self.last_loss, 5), "wall_time_s": round(self.wall_time, 1),
                          "seed": self.hparams.seed, "recipe": self.hparams.recipe,
-                         "batch_size": data.get("batch_size"), "init_from": self.hparams.init_from},
+                         "batch_size": data.get("batch_size"), "init_from": self.hparams.init_from,
+                         "noise": self.hparams.noise, **({"noise_rho": MIXED_RHO} if self.hparams.noise == "mixed" else {}),
+                         "snr_gamma": self.hparams.snr_gamma},
         }
         (path / "model_index.json").write_text(json.dumps(info, indent=2) + "\n")
         size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and f.name != "README.md")
@@ -368,6 +432,9 @@ class VideoWorldModule(TrainingModule):
         n_temporal = sum(p.numel() for n, p in self.final_unet.named_parameters() if is_temporal(n))
         hp = self.hparams
         data_line = ", ".join(f"{k} {v}" for k, v in data.items()) or "see the recipe"
+        noise_note = (f" (frames correlated by ρ = {MIXED_RHO}); sample from the same prior: "
+                      "`generate(spec, ..., callbacks=modules.video_world.noise_callbacks(spec))`"
+                      if hp.noise == "mixed" else "")
         card = f"""# tiny-video-world
 
 A pixel-space text-to-video diffusion model (diffusers `UNet3DConditionModel`, no VAE: 8 frames of
@@ -388,6 +455,7 @@ Load it with `modules.models.spec.load_model("tiny-video-world")` (family `unet3
 - text encoder: the image world's frozen random CLIP text model with the motion words appended
   to its word-level tokenizer (new embedding rows seeded {hp.seed})
 - scheduler: Stable Diffusion 1.x's (scaled-linear betas 0.00085–0.012, 1000 steps), ε-prediction, DDIM sampling
+- training noise: {hp.noise}{noise_note}; loss: ε-MSE{f", Min-SNR-γ weighted (γ = {hp.snr_gamma})" if hp.snr_gamma else ""}
 - optimiser: AdamW, temporal lr {hp.lr}, spatial lr {hp.spatial_lr} from step {hp.spatial_start_step},
   weight decay {hp.weight_decay}, {hp.warmup_steps} warmup steps, cosine to {hp.min_lr_ratio}·lr over
   {hp.total_steps} steps{f' or {hp.time_budget_s:.0f} s' if hp.time_budget_s else ''}; gradient clipping {hp.grad_clip}
@@ -450,8 +518,8 @@ def claim_prompts(seed: int) -> list[tuple[str, "Motion"]]:
 def sample_videos(spec, prompts: list[str], seed: int, num_steps: int = CLAIM_STEPS, guidance_scale: float = CLAIM_CFG,
                   num_frames: int = 8, size: int = 32, batch: int = 8) -> torch.Tensor:
     """Text-to-video samples `(len(prompts), 3, F, size, size)` in [-1, 1] through the one loop
-    (`modules.editing.generate`); item i starts from the noise of `seed` (the same z_T for every
-    prompt, so prompts are compared on equal noise)."""
+    (`modules.editing.generate`, with the model's noise prior: `noise_callbacks`); every item starts
+    from the noise of `seed` (the same z_T for every prompt, so prompts are compared on equal noise)."""
     from modules.editing import generate
 
     out = []
@@ -459,7 +527,8 @@ def sample_videos(spec, prompts: list[str], seed: int, num_steps: int = CLAIM_ST
         chunk = prompts[i:i + batch]
         z = torch.randn((1, 3, num_frames, size, size), generator=torch.Generator().manual_seed(seed))
         out.append(generate(spec, chunk, num_frames, size, size, num_steps, guidance_scale,
-                            noise=z.expand(len(chunk), -1, -1, -1, -1).clone(), progress=False))
+                            callbacks=noise_callbacks(spec), noise=z.expand(len(chunk), -1, -1, -1, -1).clone(),
+                            progress=False))
     return torch.cat(out)
 
 

@@ -128,3 +128,37 @@ def test_classifier_names_the_photos_of_training_clips():
         labels, d = classify_video(it["pixel_values"])
         assert labels == [it["photo"]] * 8
         assert d.shape == (8, 8)
+
+
+def test_mixed_noise_has_unit_marginals_and_frame_correlation_rho_and_only_shapes_generate():
+    from types import SimpleNamespace
+
+    from modules.training import NOISE_SAMPLERS
+    from modules.video_world import MIXED_RHO, MixedNoise, mix_frames
+
+    z = NOISE_SAMPLERS["mixed"]((400, 3, 8, 8, 8), torch.Generator().manual_seed(0))
+    assert abs(z.std().item() - 1) < 0.01 and abs(z.mean().item()) < 0.01
+    a, b = z[:, :, 2].flatten(), z[:, :, 5].flatten()
+    assert abs(torch.corrcoef(torch.stack([a, b]))[0, 1].item() - MIXED_RHO) < 0.02
+    w = torch.randn(2, 3, 8, 4, 4)
+    cb = MixedNoise()
+    assert torch.equal(cb.initial_noise(SimpleNamespace(label="generate"), w), mix_frames(w))
+    for label in ("edit", "reconstruct"):  # an inverted z_T is not re-drawn
+        assert cb.initial_noise(SimpleNamespace(label=label), w) is w
+    m = VideoWorldModule(unet=SMALL, init_from=None, ema_decay=0.0, noise="mixed")
+    g1 = m.sample_noise(torch.zeros(1, 3, 8, 32, 32))
+    assert torch.equal(g1, m.sample_noise(torch.zeros(1, 3, 8, 32, 32)))  # seeded by (seed, iteration, stream)
+
+
+def test_min_snr_weighting_is_the_weighted_mse():
+    m = VideoWorldModule(unet=SMALL, init_from=None, ema_decay=0.0, snr_gamma=1.0)
+    m.train()
+    m.train_iteration = 5
+    x0 = torch.rand(4, 3, 8, 32, 32) * 2 - 1
+    loss, aux = m.diffusion_loss(x0, m.spec.encode_prompt(["a photo of a cat"] * 4))
+    extra = m.extra_loss({}, aux)["min_snr"]
+    acp = m.spec.scheduler.alphas_cumprod[aux.t]
+    w = torch.minimum(acp / (1 - acp), torch.tensor(1.0)) / (acp / (1 - acp))
+    err = (aux.output - aux.target).pow(2).flatten(1).mean(1)
+    assert torch.allclose(loss + extra, (w * err).mean(), rtol=1e-5)
+    assert VideoWorldModule(unet=SMALL, init_from=None, ema_decay=0.0).extra_loss({}, aux) == {}
