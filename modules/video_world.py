@@ -198,7 +198,7 @@ class MixedNoise(SamplingCallback):
         self.rho = rho
 
     def initial_noise(self, state, z):
-        return mix_frames(z, self.rho) if getattr(state, "label", None) == "generate" else z
+        return mix_frames(z, self.rho) if state.extras.get("label") == "generate" else z
 
 
 def noise_callbacks(spec) -> list:

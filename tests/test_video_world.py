@@ -131,8 +131,6 @@ def test_classifier_names_the_photos_of_training_clips():
 
 
 def test_mixed_noise_has_unit_marginals_and_frame_correlation_rho_and_only_shapes_generate():
-    from types import SimpleNamespace
-
     from modules.training import NOISE_SAMPLERS
     from modules.video_world import MIXED_RHO, MixedNoise, mix_frames
 
@@ -140,11 +138,24 @@ def test_mixed_noise_has_unit_marginals_and_frame_correlation_rho_and_only_shape
     assert abs(z.std().item() - 1) < 0.01 and abs(z.mean().item()) < 0.01
     a, b = z[:, :, 2].flatten(), z[:, :, 5].flatten()
     assert abs(torch.corrcoef(torch.stack([a, b]))[0, 1].item() - MIXED_RHO) < 0.02
-    w = torch.randn(2, 3, 8, 4, 4)
-    cb = MixedNoise()
-    assert torch.equal(cb.initial_noise(SimpleNamespace(label="generate"), w), mix_frames(w))
-    for label in ("edit", "reconstruct"):  # an inverted z_T is not re-drawn
-        assert cb.initial_noise(SimpleNamespace(label=label), w) is w
+    # through the one loop: generate() starts from the mixed prior, edit_clip's sampling from its inversion
+    from modules.editing import EditConfig, edit_clip, generate
+    from modules.sampling import SamplingCallback
+
+    class Spy(SamplingCallback):
+        seen = {}
+
+        def initial_noise(self, state, z):
+            self.seen[state.extras["label"]] = z.clone()
+            return z
+
+    spec = VideoWorldModule(unet=SMALL, init_from=None, ema_decay=0.0).spec
+    w = torch.randn(1, 3, 8, 32, 32)
+    generate(spec, ["a cat"], 8, 32, 32, 1, 1.0, callbacks=[MixedNoise(), Spy()], noise=w, progress=False)
+    assert torch.allclose(Spy.seen["generate"], mix_frames(w))
+    res = edit_clip(spec, w.clamp(-1, 1), "a cat", EditConfig(num_inference_steps=1), callbacks=[MixedNoise(), Spy()],
+                    progress=False)
+    assert torch.equal(Spy.seen["reconstruct"], res.inversion.z)  # an inverted z_T is not re-drawn
     m = VideoWorldModule(unet=SMALL, init_from=None, ema_decay=0.0, noise="mixed")
     g1 = m.sample_noise(torch.zeros(1, 3, 8, 32, 32))
     assert torch.equal(g1, m.sample_noise(torch.zeros(1, 3, 8, 32, 32)))  # seeded by (seed, iteration, stream)
