@@ -148,7 +148,11 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=list(CLAIM_SEEDS))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--print-only", action="store_true", help="print the tables of the existing JSON")
+    ap.add_argument("--out", default=str(OUT), help="folder of the PNG, mp4 and JSON (default assets/results)")
     args = ap.parse_args()
+    global OUT, JSON
+    OUT = Path(args.out)
+    JSON = OUT / "video_world_claims.json"
     data = json.loads(JSON.read_text()) if JSON.exists() else {}
     if args.print_only:
         print_tables(data)
