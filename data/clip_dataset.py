@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from data.video_io import VideoError, read_video, resize_center_crop, to_tensor
+from modules.flow import compose_flows, resize_crop_flow  # the one flow module
 
 try:  # lightning is a hard dependency of the project, but keep ClipDataset importable without it
     import lightning as L
@@ -227,44 +228,6 @@ def load_clips(source: str | Path, prompt: str | None = None) -> list[Clip]:
 
 
 # --------------------------------------------------------------------------------------------------
-# flow geometry helpers
-# --------------------------------------------------------------------------------------------------
-
-
-def _compose_flows(flows: np.ndarray) -> np.ndarray:
-    """Compose consecutive flows ``(K, H, W, 2)`` (prev(p) ≈ next(p + flow)) into one ``(H, W, 2)``."""
-    import cv2
-
-    total = flows[0].copy()
-    h, w = total.shape[:2]
-    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    for f in flows[1:]:
-        moved = cv2.remap(f, gx + total[..., 0], gy + total[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        total = total + moved
-    return total
-
-
-def _resize_crop_flow(flow: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Apply ``resize_center_crop`` geometry to a flow ``(N, H, W, 2)`` (vectors scaled too)."""
-    import cv2
-
-    n, h, w, _ = flow.shape
-    if (h, w) == (height, width):
-        return flow
-    scale = max(height / h, width / w)
-    new_h, new_w = max(height, round(h * scale)), max(width, round(w * scale))
-    sx, sy = new_w / w, new_h / h
-    out = np.empty((n, new_h, new_w, 2), dtype=np.float32)
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    for i in range(n):
-        out[i] = cv2.resize(flow[i], (new_w, new_h), interpolation=interp)
-    out[..., 0] *= sx
-    out[..., 1] *= sy
-    top, left = (new_h - height) // 2, (new_w - width) // 2
-    return np.ascontiguousarray(out[:, top : top + height, left : left + width])
-
-
-# --------------------------------------------------------------------------------------------------
 # dataset
 # --------------------------------------------------------------------------------------------------
 
@@ -367,12 +330,12 @@ class ClipDataset(Dataset):
                         f"F-1 >= {need} for start={self.start}, stride={self.stride}, {n} frames"
                     )
                 flows = [
-                    _compose_flows(raw[self.start + k * self.stride : self.start + (k + 1) * self.stride])
+                    compose_flows(raw[self.start + k * self.stride : self.start + (k + 1) * self.stride])
                     for k in range(n - 1)
                 ]
                 flows = np.stack(flows) if flows else np.zeros((0,) + raw.shape[1:], np.float32)
                 if self.height is not None:
-                    flows = _resize_crop_flow(flows, self.height, self.width)
+                    flows = resize_crop_flow(flows, self.height, self.width)
                 self._flows[index] = flows
         return self._flows[index]
 

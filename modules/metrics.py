@@ -27,6 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+# optical_flow, warp, flow_consistency and splat live in modules/flow.py (the one flow module); they are
+# re-exported here for the warping error below and for existing imports.
+from modules.flow import flow_consistency, optical_flow, splat, warp
+
 __all__ = [
     "psnr",
     "ssim",
@@ -35,6 +39,7 @@ __all__ = [
     "flow_consistency",
     "splat",
     "warping_error",
+    "reference_warping_error",
     "ClipScorer",
 ]
 
@@ -126,127 +131,6 @@ def ssim(a, b) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 
 
-def optical_flow(frames, method: str = "farneback", direction: str = "forward") -> np.ndarray:
-    """Dense optical flow between consecutive frames of a uint8 video -> float32 ``(F-1, H, W, 2)``.
-
-    ``method`` is ``"farneback"`` (``cv2.calcOpticalFlowFarneback``) or ``"dis"`` (``cv2.DISOpticalFlow``).
-    ``direction="forward"``: ``flow[n]`` lives on frame n's grid, ``frame_n(y, x) ≈ frame_{n+1}(y + dy, x + dx)``
-    (see the module docstring); ``"backward"``: ``flow[n]`` lives on frame n+1's grid,
-    ``frame_{n+1}(y, x) ≈ frame_n(y + dy, x + dx)``.
-    """
-    import cv2
-
-    if direction not in ("forward", "backward"):
-        raise ValueError(f"optical_flow: direction must be 'forward' or 'backward', got {direction!r}")
-    v = _video(frames, "optical_flow")
-    if len(v) < 2:
-        raise ValueError(f"optical_flow: need at least 2 frames, got {len(v)}")
-    gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) if f.shape[-1] == 3 else f[..., 0] for f in v]
-    pairs = [(n, n + 1) if direction == "forward" else (n + 1, n) for n in range(len(v) - 1)]
-    h, w = gray[0].shape
-    out = np.empty((len(v) - 1, h, w, 2), dtype=np.float32)
-    if method == "farneback":
-        levels = max(0, min(3, int(np.log2(max(1, min(h, w) / 8)))))
-        win = max(5, min(15, min(h, w) // 4 * 2 + 1))
-        for n, (i, j) in enumerate(pairs):
-            out[n] = cv2.calcOpticalFlowFarneback(
-                gray[i], gray[j], None, pyr_scale=0.5, levels=levels, winsize=win,
-                iterations=5, poly_n=5, poly_sigma=1.1, flags=0,
-            )
-    elif method == "dis":
-        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-        for n, (i, j) in enumerate(pairs):
-            out[n] = dis.calc(gray[i], gray[j], None)
-    else:
-        raise ValueError(f"optical_flow: unknown method {method!r}; use 'farneback' or 'dis'")
-    return out
-
-
-def warp(frame, flow, return_mask: bool = False):
-    """Sample ``frame`` at ``(x + dx, y + dy)`` (bilinear ``cv2.remap``).
-
-    With the flow of ``n -> n+1``, ``warp(frame_{n+1}, flow[n])`` estimates ``frame_n``.  ``frame`` is
-    ``(H, W)`` or ``(H, W, C)`` (any dtype cv2 supports; the result has the same dtype), ``flow`` is
-    ``(H, W, 2)``.  Pixels sampled from outside the frame are 0; with ``return_mask=True`` a boolean
-    ``(H, W)`` mask of the in-frame (valid) pixels is returned too.
-    """
-    import cv2
-
-    frame = np.asarray(frame)
-    flow = np.asarray(flow, dtype=np.float32)
-    h, w = frame.shape[:2]
-    if flow.shape != (h, w, 2):
-        raise ValueError(f"warp: flow must be shaped (H, W, 2) = ({h}, {w}, 2) like the frame, got {flow.shape}")
-    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    map_x, map_y = gx + flow[..., 0], gy + flow[..., 1]
-    src = frame.astype(np.float32) if frame.dtype == np.float64 else frame
-    out = cv2.remap(src, map_x, map_y, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    if out.ndim < frame.ndim:  # cv2 drops a trailing channel axis of size 1
-        out = out[..., None]
-    out = out.astype(frame.dtype, copy=False)
-    if not return_mask:
-        return out
-    eps = 1e-3
-    mask = (map_x >= -eps) & (map_x <= w - 1 + eps) & (map_y >= -eps) & (map_y <= h - 1 + eps)
-    return out, mask
-
-
-def flow_consistency(flow_ab, flow_ba) -> np.ndarray:
-    """Forward-backward consistency of a flow: boolean ``(H, W)`` mask on grid A.
-
-    ``flow_ab`` (on grid A) maps A to B, ``flow_ba`` (on grid B) maps B back to A.  A pixel p is kept
-    when p + w(p) lies inside the frame and, with ŵ = flow_ba sampled at p + w(p) (bilinear),
-    ``|w + ŵ|² < 0.01 (|w|² + |ŵ|²) + 0.5`` (the standard threshold of Sundaram et al. 2010 /
-    Ruder et al. 2016).  With A = frame n and B = frame n+1 the rejected pixels are those of frame n
-    occluded in n+1; with A = n+1 and B = n, those disoccluded in n+1 (visible there, hidden in n).
-    """
-    fab = np.asarray(flow_ab, dtype=np.float32)
-    fba = np.asarray(flow_ba, dtype=np.float32)
-    if fab.ndim != 3 or fab.shape[-1] != 2 or fba.shape != fab.shape:
-        raise ValueError(f"flow_consistency: flows must both be shaped (H, W, 2), got {fab.shape} and {fba.shape}")
-    back, inside = warp(fba, fab, return_mask=True)
-    sq = lambda x: (x.astype(np.float64) ** 2).sum(-1)  # noqa: E731
-    return inside & (sq(fab + back) < 0.01 * (sq(fab) + sq(back)) + 0.5)
-
-
-def splat(frame, flow, source_mask=None, min_weight: float = 0.5):
-    """Forward-warp ``frame`` by ``flow`` (bilinear splatting): pixel p is moved to p + flow(p).
-
-    ``frame`` is ``(H, W)`` or ``(H, W, C)``, ``flow`` ``(H, W, 2)`` on the frame's grid; pixels where
-    ``source_mask`` is False are not moved.  Returns ``(warped float64 (H, W, C), valid (H, W) bool)``:
-    each target pixel is the weight-normalised sum of what lands on it; ``valid`` marks targets that
-    received a total bilinear weight ≥ ``min_weight`` (holes: disoccluded or entering the frame).
-    """
-    frame = np.asarray(frame, dtype=np.float64)
-    if frame.ndim == 2:
-        frame = frame[..., None]
-    flow = np.asarray(flow, dtype=np.float64)
-    h, w, c = frame.shape
-    if flow.shape != (h, w, 2):
-        raise ValueError(f"splat: flow must be shaped (H, W, 2) = ({h}, {w}, 2) like the frame, got {flow.shape}")
-    keep = np.ones((h, w), bool) if source_mask is None else np.asarray(source_mask, bool)
-    gy, gx = np.mgrid[0:h, 0:w].astype(np.float64)
-    tx, ty = gx + flow[..., 0], gy + flow[..., 1]
-    x0, y0 = np.floor(tx), np.floor(ty)
-    weight = np.zeros(h * w)
-    acc = np.zeros((c, h * w))
-    values = frame.reshape(-1, c)
-    for ox in (0, 1):
-        for oy in (0, 1):
-            cx, cy = x0 + ox, y0 + oy
-            wt = (1 - np.abs(tx - cx)) * (1 - np.abs(ty - cy))
-            ok = keep & (wt > 0) & (cx >= 0) & (cx <= w - 1) & (cy >= 0) & (cy <= h - 1)
-            idx = (cy[ok] * w + cx[ok]).astype(np.int64)
-            wk = wt[ok]
-            weight += np.bincount(idx, wk, minlength=h * w)
-            for ch in range(c):
-                acc[ch] += np.bincount(idx, wk * values[ok.ravel(), ch], minlength=h * w)
-    valid = weight >= min_weight
-    out = np.zeros((h * w, c))
-    out[valid] = (acc[:, valid] / weight[valid]).T
-    return out.reshape(h, w, c), valid.reshape(h, w)
-
-
 def warping_error(source_frames, output_frames, flow=None, backward_flow=None, return_masks: bool = False):
     """Temporal warping error of an edited video (METHODS.md, "Metrics (shared)").
 
@@ -292,6 +176,39 @@ def warping_error(source_frames, output_frames, flow=None, backward_flow=None, r
         errors[n] = float(np.mean((warped - outf[n + 1])[mask] ** 2))
     mean = float(np.nanmean(errors)) if np.isfinite(errors).any() else float("nan")
     return (mean, errors, masks) if return_masks else (mean, errors)
+
+
+def reference_warping_error(video, flow, reference: str = "first"):
+    """Warped Diffusion's warping error (METHODS.md §4): per frame j ≥ 1, the mean squared difference
+    between frame j warped onto the reference frame's grid (bilinear, sampled at the flow-mapped points)
+    and the reference frame, over in-frame points (every link of the chained flow inside the frame).
+
+    ``video``: a float tensor ``(C, F, H, W)`` (latents, or pixels — scale them as you report them);
+    ``flow``: a ``modules.flow.VideoFlow`` on the same grid (latent flow for latents);
+    ``reference``: ``"first"`` (frame 0, forward flows chained: ``VideoFlow.from_first``) or
+    ``"previous"`` (frame j−1, its forward flow). Returns a float64 array of F−1 values (frames 1..F−1;
+    NaN where no point stays in frame)."""
+    import torch
+
+    from modules.flow import bilinear_sample, pixel_grid
+
+    if reference not in ("first", "previous"):
+        raise ValueError(f"reference_warping_error: reference must be 'first' or 'previous', got {reference!r}")
+    x = torch.as_tensor(video).detach().float()
+    if x.ndim != 4:
+        raise ValueError(f"reference_warping_error: video must be (C, F, H, W), got shape {tuple(x.shape)}")
+    c, f, h, w = x.shape
+    flow.check_frames(f, h, w, "video")
+    if reference == "first":
+        disp, valid = flow.from_first()
+        disp, valid, ref = disp[1:], valid[1:], x[:, :1].expand(c, f - 1, h, w)
+    else:
+        disp, valid, ref = flow.forward, torch.ones(f - 1, h, w, dtype=torch.bool), x[:, :-1]
+    grid = pixel_grid(h, w)
+    warped, inside = bilinear_sample(x[:, 1:].transpose(0, 1), grid + disp.float())
+    ok = (inside & valid)[:, None].float()
+    err = ((warped - ref.transpose(0, 1)) ** 2 * ok).sum((1, 2, 3)) / (ok.sum((1, 2, 3)) * c)
+    return err.double().numpy()
 
 
 # --------------------------------------------------------------------------------------------------
