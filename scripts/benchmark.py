@@ -1,6 +1,8 @@
 """Benchmarks: `python scripts/benchmark.py save|stem|families [--out DIR]` (harness code in
 `scripts/bench/`; results in `benchmarks/` by default).
 
+- `warped`: Warped sampling's noise modes on a shifted photograph (warping error, PSNR), guidance time
+  and memory overhead (`scripts/bench/warped.py`); writes `<out>/warped.json`, `<out>/warped.md`, a plot.
 - `save`: SAVE (spectral shifts) vs full query fine-tuning vs LoRA on the SD1.5 UNet architecture with
   random weights (`scripts/bench/save.py`); writes `<out>/save.json` and `<out>/save.md`.
 - `families`: per model family, the loop's step vs the bare denoiser and peak memory
@@ -98,6 +100,19 @@ def run_families(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_warped(args: argparse.Namespace) -> int:
+    from bench.warped import WarpedBenchConfig, run
+
+    cfg = WarpedBenchConfig(model=args.model, photo=args.photo, frames=args.frames, shift=args.shift, steps=args.steps,
+                            seeds=[int(s) for s in args.seeds.split(",")], frame_chunk=args.frame_chunk,
+                            memory_steps=args.memory_steps, threads=args.threads, features=args.features)
+    r = run(cfg, args.out)
+    print(f"warped/gp {r['ratios']['warped_vs_gp']:.3g}, warped/resample {r['ratios']['warped_vs_resample']:.3g}, "
+          f"guidance overhead {r['guidance_overhead']['ratio']:.2f}, memory {r['memory_overhead']['ratio']:.2f}")
+    print(f"wrote {Path(args.out) / 'warped.json'} and {Path(args.out) / 'warped.md'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--out", default="benchmarks", help="output folder (default: benchmarks)")
@@ -142,6 +157,19 @@ def build_parser() -> argparse.ArgumentParser:
     fam.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
     fam.add_argument("--only", default="", help="comma-separated model names (default: all)")
     fam.set_defaults(func=run_families)
+    wp = sub.add_parser("warped", parents=[common],
+                        help="Warped sampling: noise modes on a shifted photo, guidance cost (scripts/bench/warped.py)")
+    wp.add_argument("--model", default="tiny-world-inpaint", help="a conditional inpainting model (preset or folder)")
+    wp.add_argument("--photo", default="astronaut", help="a bundled photograph (data/photos.py)")
+    wp.add_argument("--frames", type=int, default=16)
+    wp.add_argument("--shift", type=int, default=1, help="pixels per frame")
+    wp.add_argument("--steps", type=int, default=50)
+    wp.add_argument("--seeds", default="0,1,2,3", help="comma-separated seeds (one round each)")
+    wp.add_argument("--frame-chunk", type=int, default=4, help="frames in lockstep with guidance")
+    wp.add_argument("--memory-steps", type=int, default=3, help="steps of the peak-memory runs")
+    wp.add_argument("--features", type=int, default=3000, help="J, random features of the GP noise")
+    wp.add_argument("--threads", type=int, default=1, help="torch threads")
+    wp.set_defaults(func=run_warped)
     return parser
 
 
