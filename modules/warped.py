@@ -242,7 +242,7 @@ def load_conditional_model(model: str, task: str, export: str | None = None):
     if spec.in_channels != need:
         if spec.in_channels != spec.latent_channels:
             raise RestorationInputError(f"model '{model}' takes {spec.in_channels} input channels; {task} needs {need}")
-        warnings.warn(f"model '{model}' is not a {task} model: its conv_in is widened with zero weights, so it ignores "
+        warnings.warn(f"model '{model}' is not a model for {task}: its conv_in is widened with zero weights, so it ignores "
                       "the conditioning; use a GP fine-tuned model (e.g. tiny-world-inpaint, or --export)", stacklevel=2)
         widen_conv_in(spec.unet, need)
         spec.model = VideoUNet(spec.unet, "per_frame", temporal=False).eval()
@@ -322,3 +322,52 @@ class WarpedVideoWriter(L.Callback):
         tag = "predict" if batch_idx == 0 else f"predict{batch_idx:03d}"
         paths = write_outputs(Path(trainer.default_root_dir) / "videos", outputs, pl_module.hparams.fps, tag)
         print("[warped] " + ", ".join(f"{k} -> {v}" for k, v in paths.items()))
+
+
+# -- a video file from the command line (scripts/edit.py --task ...) -----------------------------------------------
+DEFAULT_MODELS = {"inpainting": "tiny-world-inpaint", "super_resolution": "tiny-world-sr"}
+
+
+def restore_video_file(video, task: str, out_dir, callback: WarpedSampling, *, prompt: str = "", model: str | None = None,
+                       export: str | None = None, num_frames: int = 8, stride: int = 1, height: int = 32,
+                       width: int = 32, scale: int | None = None, low_res_input: bool = False,
+                       mask_box=(0.25, 0.25, 0.5, 0.5), mask_file=None, flow_file=None, steps: int = 50,
+                       fps: float | None = None) -> dict:
+    """Restore a video file and write the outputs (`write_outputs`). The clip is read at `height × width`;
+    super-resolution downsamples it by `scale` as the input (the clip is the ground truth, PSNR reported)
+    unless `low_res_input` (then the clip is the low-res input and the output is `scale`× larger).
+    Inpainting regenerates `mask_box` (fractions) or the white pixels of `mask_file`, fixed over frames."""
+    from data.clip_dataset import ClipDataset
+    from data.restoration import downsample
+    from data.video_io import video_fps
+
+    if task not in DEFAULT_MODELS:
+        raise RestorationInputError(f"--task must be super_resolution or inpainting, got {task!r}")
+    ds = ClipDataset(video, prompt=prompt or "", num_frames=num_frames, stride=stride, height=height, width=width)
+    px = ds.frames(0)[None].clone()
+    if px.shape[2] < 2:
+        raise WarpedSamplingError(f"{video}: {px.shape[2]} frame read; warped sampling needs at least 2 "
+                                  "(--num-frames >= 2 and a video that long)")
+    flow = None
+    if flow_file:
+        flow = VideoFlow.from_forward(np.load(flow_file))
+    if task == "inpainting":  # checked before the model loads
+        m = load_mask(mask_file, height, width) if mask_file else box_mask(height, width, tuple(mask_box))
+        _check_mask(m, px.shape[2])
+    spec = load_conditional_model(model or DEFAULT_MODELS[task], task, export)
+    scale = int(scale or default_scale(spec))
+    if task == "super_resolution":
+        if low_res_input:
+            kw = {"low_res": px}
+            if flow is not None:
+                flow.check_frames(px.shape[2], height * scale, width * scale, "upsampled frames (--flow-file)")
+        else:
+            kw = {"low_res": downsample(px.transpose(1, 2), scale).transpose(1, 2), "pixels": px}
+    else:
+        kw = {"pixels": px, "mask": m}
+    res = warped_restore(spec, task, [prompt], scale=scale, flow=flow, callback=callback, num_inference_steps=steps,
+                         progress=True, **kw)
+    rate = fps or video_fps(ds.clips[0].video) / stride
+    rate = rate if np.isfinite(rate) and rate > 0 else 8.0
+    paths = write_outputs(out_dir, res, rate, tag="warped")
+    return {"paths": paths, "metrics": json.loads(Path(paths["metrics"]).read_text())}
