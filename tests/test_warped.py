@@ -167,3 +167,65 @@ def test_predict_recipe_writes_video_side_by_side_and_plot(tmp_path):
     assert m["settings"]["guidance"] == 1.0 and set(m["warping_error"]) == {"latent_first", "latent_previous",
                                                                           "pixel_first", "pixel_previous"}
     assert len(m["warping_error_per_frame"]["pixel_first"]) == 2 and "psnr" in m
+
+
+def test_edit_script_task_inpainting_writes_video_and_plot(tmp_path, capsys):
+    import importlib.util
+
+    spec_ = importlib.util.spec_from_file_location("edit_script", ROOT / "scripts" / "edit.py")
+    edit = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(edit)
+    out = tmp_path / "out"
+    args = ["--video", str(ROOT / "data/samples/pan_astronaut.mp4"), "--prompt", "an astronaut", "--task", "inpainting",
+            "--model", "tiny-world", "--steps", "2", "--num-frames", "3", "--height", "16", "--width", "16"]
+    with pytest.warns(UserWarning, match="widened"):
+        with pytest.raises(SystemExit) as done:
+            edit.main(args + ["--out", str(out)])
+    assert done.value.code == 0
+    for name in ("warped_restored.mp4", "warped_side_by_side.mp4", "warped_warping_error.png", "warped_metrics.json"):
+        assert (out / name).stat().st_size > 300, name
+    with pytest.raises(SystemExit) as bad:
+        edit.main(args + ["--mask-box", "0,0,0,0", "--out", str(tmp_path / "bad")])
+    assert bad.value.code == 2 and "covers no pixel" in capsys.readouterr().err
+
+
+# -- docs/warped.md: its commands run as written ------------------------------------------------------------------
+def doc_blocks(lang: str) -> list[str]:
+    import re
+
+    text = (ROOT / "docs" / "warped.md").read_text()
+    return re.findall(rf"```{lang}\n(.*?)```", text, re.S)
+
+
+def presets_ready() -> bool:
+    from modules.models.spec import PRESETS
+
+    return {"tiny-world-inpaint", "tiny-world-sr"} <= set(PRESETS)
+
+
+@pytest.mark.skipif(not presets_ready(), reason="the conditional worlds (issue 12) are not committed yet")
+def test_docs_python_block_runs():
+    (code,) = doc_blocks("python")
+    proc = subprocess.run([sys.executable, "-"], input=code, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "torch.Size([1, 3, 4, 32, 32])" in proc.stdout and "latent_first" in proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not presets_ready(), reason="the conditional worlds (issue 12) are not committed yet")
+def test_docs_bash_blocks_run(tmp_path):
+    """The recipe and edit.py commands of docs/warped.md, as written (in a scratch copy of the tree; ~5 min)."""
+    import os
+    import shutil
+
+    work = tmp_path / "tree"
+    shutil.copytree(ROOT, work, ignore=shutil.ignore_patterns(".git", ".venv", "runs", "outputs", "wandb",
+                                                               "__pycache__", "*.egg-info"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    for code in doc_blocks("bash"):
+        proc = subprocess.run(["bash", "-euo", "pipefail", "-c", code], cwd=work, capture_output=True, text=True,
+                              timeout=1800, env=env)
+        assert proc.returncode == 0, code + proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert (work / "runs/warped-inpaint-world/videos/predict_side_by_side.mp4").is_file()
+    assert (work / "outputs/warped_sr/warped_warping_error.png").is_file()
