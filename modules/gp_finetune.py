@@ -23,6 +23,7 @@ noise through the shared loop (`modules.editing.generate`).
 """
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -201,25 +202,34 @@ def restore(spec, task: str, prompts: list[str], *, low_res=None, pixels=None, m
     return out[:, :, 0] if was_image else out
 
 
-def load_finetuned(base: str, folder, dtype: torch.dtype = torch.float32):
+def load_finetuned(base: str, folder=None, dtype: torch.dtype = torch.float32):
     """`(spec, card)`: the base model's spec with its UNet replaced by a GP fine-tuned export
     (`diffusers-model` folder), and the export's metadata (task, scale, noise, GP parameters). An
-    export of another base (checksum in `export.json`) is refused."""
+    export of another base (checksum in `export.json`) is refused. Without `folder`, `base` is a
+    packaged conditional world (a preset such as `tiny-world-inpaint`, or a folder written by
+    `package_world`): loaded as it is, its card from its `export.json`."""
     import json
     from pathlib import Path
 
     from diffusers import UNet2DConditionModel
 
+    from modules.models.spec import resolve_model_path
     from modules.models.video_unet import VideoUNet
 
+    if folder is None:
+        path = resolve_model_path(base)
+        card = _read_card(path, "a conditional world (a preset such as tiny-world-inpaint, or a folder written by "
+                                "package_world); for an export, pass the base model and the export folder")
+        spec = load_model(base, dtype=dtype)
+        if spec.unet.config.in_channels != card.get("in_channels"):
+            raise ValueError(f"{path}: the UNet takes {spec.unet.config.in_channels} channels, export.json says "
+                             f"{card.get('in_channels')}")
+        return spec, card
     folder = Path(folder)
-    meta_file = folder / "export.json"
-    if not meta_file.is_file() or not (folder / "unet" / "config.json").is_file():
+    if not (folder / "unet" / "config.json").is_file():
         raise FileNotFoundError(f"{folder} is not a GP fine-tuning export (needs export.json and unet/); "
                                 "write one with the ExportAdapter callback or scripts/export.py")
-    card = json.loads(meta_file.read_text())
-    if card.get("method") != GPFinetuneModule.method or card.get("task") not in ("super_resolution", "inpainting"):
-        raise ValueError(f"{meta_file} is a {card.get('method')!r} export, not a GP fine-tuning one (method {GPFinetuneModule.method!r})")
+    card = _read_card(folder, "a GP fine-tuning export; write one with the ExportAdapter callback or scripts/export.py")
     spec = load_model(base, dtype=dtype)
     if card.get("base_checksum") and card["base_checksum"] != spec.checksum():
         raise ValueError(f"{folder} was fine-tuned from a base with checksum {card['base_checksum']} "
@@ -227,6 +237,19 @@ def load_finetuned(base: str, folder, dtype: torch.dtype = torch.float32):
     spec.unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype).eval().requires_grad_(False)
     spec.model = VideoUNet(spec.unet, "per_frame", temporal=False).eval()
     return spec, card
+
+
+def _read_card(folder, what: str) -> dict:
+    import json
+    from pathlib import Path
+
+    meta_file = Path(folder) / "export.json"
+    if not meta_file.is_file():
+        raise FileNotFoundError(f"{folder} has no export.json: it is not {what}")
+    card = json.loads(meta_file.read_text())
+    if card.get("method") != GPFinetuneModule.method or card.get("task") not in ("super_resolution", "inpainting"):
+        raise ValueError(f"{meta_file} is a {card.get('method')!r} export, not a GP fine-tuning one (method {GPFinetuneModule.method!r})")
+    return card
 
 
 def region_psnr(a: torch.Tensor, b: torch.Tensor, region: torch.Tensor | None = None) -> torch.Tensor:
@@ -329,6 +352,9 @@ class GPFinetuneModule(TrainingModule):
         for i, te in enumerate(self.spec.text_encoders):
             setattr(self, "text_encoder" if i == 0 else f"text_encoder_{i + 1}", te)
         self.last_restoration: dict | None = None
+        self._loss_window: list[float] = []  # the last 50 training losses (the model card's final loss)
+        self.wall_time = 0.0  # seconds of training (checkpointed, so a resumed run keeps counting)
+        self._t0: float | None = None
 
     # -- conditioning ------------------------------------------------------------------------------
     def conditioning(self, batch):
@@ -352,7 +378,23 @@ class GPFinetuneModule(TrainingModule):
         loss = sum(terms.values())
         self.check_finite(loss, terms)
         self.log_terms(loss, terms, batch_size=px.shape[0])
+        self._loss_window = (self._loss_window + [float(loss.detach())])[-50:]
         return loss
+
+    def on_train_start(self):
+        self._t0 = time.time() - self.wall_time
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        if self._t0 is not None:
+            self.wall_time = time.time() - self._t0
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["wall_time"] = self.wall_time
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self.wall_time = float(checkpoint.get("wall_time", 0.0))
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -421,4 +463,85 @@ class GPFinetuneModule(TrainingModule):
                     r = size // self.spec.vae_scale_factor
                     fields["gp_lengthscale_at_training_size"] = f"{default_lengthscale(r):.6g} (R = {r})"
         fields["training_steps"] = int(self.global_step) if self._trainer is not None else 0
+        if self._loss_window:
+            fields["final_loss"] = round(sum(self._loss_window) / len(self._loss_window), 5)
+            fields["final_loss_steps"] = len(self._loss_window)
+        if self.wall_time:
+            fields["training_time_s"] = round(self.wall_time, 1)
         return fields
+
+
+# -- packaged conditional worlds (presets `tiny-world-inpaint`, `tiny-world-sr`) -------------------
+def package_world(export, out, base: str = "tiny-world", name: str | None = None, recipe: str | None = None,
+                  dtype: torch.dtype = torch.float16, extra: dict | None = None):
+    """Write a GP fine-tuning export of a pixel-space world as a whole diffusers pipeline folder that
+    `load_model` reads (`unet/` in `dtype`, the base's `text_encoder/`, `tokenizer/`, `scheduler/`,
+    `model_index.json`), plus the export's `export.json` (with `extra` merged in: final loss,
+    training time, ...) and a `README.md` model card. `load_finetuned(folder_or_preset)` gives
+    `(spec, card)` back."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from diffusers import UNet2DConditionModel
+
+    from modules.io_utils import atomic_directory
+    from modules.models.spec import resolve_model_path
+
+    export, out = Path(export), Path(out)
+    card = json.loads((export / "export.json").read_text())
+    if card.get("method") != GPFinetuneModule.method:
+        raise ValueError(f"{export} is not a GP fine-tuning export (export.json method {card.get('method')!r})")
+    src = resolve_model_path(base)
+    index = json.loads((src / "model_index.json").read_text())
+    if index.get("vae", [None])[0] is not None:
+        raise ValueError(f"package_world packs pixel-space worlds; {base} has a VAE")
+    card.update(extra or {})
+    name = name or out.name
+    card["preset"], card["recipe"] = name, recipe or card.get("recipe")
+    unet = UNet2DConditionModel.from_pretrained(export, subfolder="unet", torch_dtype=torch.float32).to(dtype)
+    with atomic_directory(out) as tmp:
+        unet.save_pretrained(tmp / "unet", safe_serialization=True)
+        for part in ("text_encoder", "tokenizer", "scheduler"):
+            shutil.copytree(src / part, tmp / part)
+        index["_name_or_path"] = name
+        index["training"] = {k: card.get(k) for k in ("task", "noise", "training_steps", "final_loss",
+                                                        "training_time_s", "recipe", "base_model")}
+        (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+        (tmp / "export.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
+        size = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())
+        (tmp / "README.md").write_text(_world_card(card, name, base, size, sum(p.numel() for p in unet.parameters()), dtype))
+    return out
+
+
+def _world_card(card: dict, name: str, base: str, size: int, params: int, dtype: torch.dtype) -> str:
+    task = card["task"]
+    what = (f"×{card.get('scale')} super-resolution ({32 // int(card.get('scale', 4))}² → 32²)" if task == "super_resolution"
+            else "inpainting (mask 1 = regenerate)")
+    gp = (f"GP noise: J = {card.get('gp_features')}, ℓ = {card.get('gp_lengthscale')} "
+          f"({card.get('gp_lengthscale_at_training_size')} at the training size), truncation {card.get('gp_truncation')}"
+          if card.get("noise") == "gp" else "white noise")
+    loss = card.get("final_loss")
+    t = card.get("training_time_s")
+    return f"""# {name}
+
+The tiny pixel-space world (`{base}`, 32×32 RGB in [-1, 1]) fine-tuned for {what} on random
+crops of the eight photographs, on CPU (METHODS.md §3, docs/gp.md). `conv_in` widened
+{card.get('in_channels') - card.get('concat_channels')} → {card.get('in_channels')} channels ({card.get('channel_order')}) with zero weights for the new ones.
+
+```python
+from modules.gp_finetune import load_finetuned, restore
+spec, card = load_finetuned("{name}")
+```
+
+- task: {task}{f", scale ×{card.get('scale')}" if task == "super_resolution" else ""}
+- training noise: {card.get('noise')} ({gp})
+- recipe: `python -m train fit -c {card.get('recipe')}`
+- steps: {card.get('training_steps')} (batch {card.get('batch_size', 16)})
+- final loss (ε-MSE{f", {card['final_loss_note']}" if card.get('final_loss_note') else ""}): {'n/a' if loss is None else f'{loss:.4f}'}
+- training time: {'n/a' if t is None else f'{t / 60:.1f} min'}{f" ({card['training_time_note']})" if card.get('training_time_note') else ""}
+- UNet: {params / 1e6:.2f} M parameters, saved as {str(dtype).replace('torch.', '')} (the loader gives fp32)
+- folder size: {size / 1e6:.1f} MB
+
+Restoration quality on held-out crops: `assets/results/gp_world_claims.json`, `docs/gp.md`.
+"""

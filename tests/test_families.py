@@ -52,7 +52,9 @@ def linked_copy(src, dst, skip=(), index=True):
 
 
 def test_presets_cover_every_family():
-    assert set(PRESETS) == set(FAMILY_OF)
+    from modules.models.tiny import CONDITIONAL_WORLDS  # restoration worlds (tests/test_gp_world_presets.py)
+
+    assert set(PRESETS) == set(FAMILY_OF) | set(CONDITIONAL_WORLDS)
     assert set(FAMILIES) == {"sd", "sdxl", "unet3d", "cogvideox"}
 
 

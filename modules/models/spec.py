@@ -517,6 +517,8 @@ class ModelSpec:
 PRESETS: dict[str, callable] = {  # preset name -> builder returning its folder (built once into the cache)
     "tiny-sd": tiny.build_tiny_sd,
     "tiny-world": tiny.world_path,
+    "tiny-world-inpaint": tiny.world_inpaint_path,  # GP-noise fine-tuned conditional worlds (docs/gp.md)
+    "tiny-world-sr": tiny.world_sr_path,
     "tiny-sdxl": tiny.build_tiny_sdxl,
     "tiny-unet3d": tiny.build_tiny_unet3d,
     "tiny-cogvideox": tiny.build_tiny_cogvideox,

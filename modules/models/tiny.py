@@ -5,6 +5,8 @@ folder, and loaded back through `load_model` like a user's folder (tests, CPU de
 Folder names carry a version: change a builder -> bump its version, and the cache rebuilds.
 `tiny-world` is the trained pixel-space world committed with the repo (`assets/world`);
 `tiny-video-world` its trained text-to-video counterpart (`assets/video_world`, family `unet3d`).
+`tiny-world-inpaint` and `tiny-world-sr` are the world fine-tuned with GP noise for inpainting and ×4
+super-resolution (`assets/world_inpaint`, `assets/world_sr`; docs/gp.md).
 """
 from __future__ import annotations
 
@@ -270,3 +272,30 @@ def video_world_path() -> Path:
             "`python -m train fit -c configs/video_world/tiny.yaml`."
         )
     return path
+
+
+CONDITIONAL_WORLDS = {  # preset -> (folder under assets/, recipe)
+    "tiny-world-inpaint": ("world_inpaint", "configs/gp/inpaint_world.yaml"),
+    "tiny-world-sr": ("world_sr", "configs/gp/sr_world.yaml"),
+}
+
+
+def conditional_world_path(name: str) -> Path:
+    """A tiny world fine-tuned with GP noise for a restoration task, committed with the repo (a whole
+    pipeline folder with `export.json`; `modules.gp_finetune.load_finetuned(name)` gives spec and card)."""
+    folder, recipe = CONDITIONAL_WORLDS[name]
+    path = REPO_ROOT / "assets" / folder
+    if not (path / "unet").is_dir():
+        raise FileNotFoundError(
+            f"The {name} weights are missing at {path}; train them with `python -m train fit -c {recipe}` and "
+            f"package the export with `python scripts/gp_world_results.py package <run>/export {path}`."
+        )
+    return path
+
+
+def world_inpaint_path() -> Path:
+    return conditional_world_path("tiny-world-inpaint")
+
+
+def world_sr_path() -> Path:
+    return conditional_world_path("tiny-world-sr")
