@@ -229,3 +229,33 @@ def test_docs_bash_blocks_run(tmp_path):
         assert proc.returncode == 0, code + proc.stdout[-2000:] + proc.stderr[-2000:]
     assert (work / "runs/warped-inpaint-world/videos/predict_side_by_side.mp4").is_file()
     assert (work / "outputs/warped_sr/warped_warping_error.png").is_file()
+
+
+@pytest.mark.parametrize("model", ["tiny-sdxl", "tiny-sd"])
+def test_latent_families_sample_on_the_latent_flow(model):
+    """A VAE model (factor 2 in the tiny presets): the pixel flow is pooled onto the latent grid."""
+    with pytest.warns(UserWarning, match="widened"):
+        spec = load_conditional_model(model, "inpainting")
+    frames = torch.rand(1, 3, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    res = warped_restore(spec, "inpainting", ["a cat"], pixels=frames, mask=box_mask(32, 32, (0.25, 0.25, 0.5, 0.5)),
+                         flow=VideoFlow.translation(3, 32, 32, dx=8.0), callback=WarpedSampling(gp=GP),
+                         num_inference_steps=2)
+    f = spec.vae_scale_factor
+    assert res.latents.shape == (1, spec.latent_channels, 3, 32 // f, 32 // f)
+    assert torch.equal(res.latent_flow.forward[..., 0], torch.full((2, 32 // f, 32 // f), 8.0 / f))
+    assert res.restored.shape == frames.shape and torch.isfinite(res.restored).all()
+
+
+def test_benchmark_code_path_writes_the_json(tmp_path):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from bench.warped import MODES, WarpedBenchConfig, run as bench_run
+
+    cfg = WarpedBenchConfig(model="tiny-world", frames=3, size=16, steps=2, seeds=[0, 1], features=50, memory_steps=1)
+    res = bench_run(cfg, tmp_path)
+    data = json.loads((tmp_path / "warped.json").read_text())
+    assert set(data["modes"]) == set(MODES)
+    for m in MODES:
+        assert {"warp_error", "per_seed", "psnr"} <= set(data["modes"][m]) and len(data["modes"][m]["per_seed"]) == 2
+    assert len(data["guidance_overhead"]["per_round"]) == 2 and data["memory_overhead"]["ratio"] > 0
+    assert (tmp_path / "warped.md").read_text().startswith("# Warped sampling benchmark")
+    assert (tmp_path / "warped_per_frame.png").stat().st_size > 1000 and set(res["met"]) == set(data["targets"])
