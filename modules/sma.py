@@ -93,6 +93,19 @@ class MotionTuningModule(VideoTuningModule):
         self.vae = self.spec.vae
         if gradient_checkpointing:
             self.video_unet.enable_gradient_checkpointing()
+        self.adopt_noise_prior()
+
+    def adopt_noise_prior(self) -> None:
+        """Tune and sample with the noise prior the base was trained on, as its `model_index.json`
+        records it (the tiny video world: frame-correlated "mixed" noise); white noise otherwise."""
+        from modules.video_world import MixedNoise, mix_frames, noise_callbacks
+
+        prior = [c for c in noise_callbacks(self.spec) if isinstance(c, MixedNoise)]
+        if prior:
+            rho = prior[0].rho
+            self.noise_sampler = lambda shape, generator, device=None: mix_frames(
+                torch.randn(shape, generator=generator), rho).to(device)
+            self.sampling_callbacks.extend(prior)
 
     # -- where the temporal layers are -------------------------------------------------------------
     def linear_layers(self, where: Literal["spatial", "temporal"], parts: tuple[str, ...] | None = None,

@@ -1,4 +1,4 @@
-"""Benchmarks: `python scripts/benchmark.py save|stem|families [--out DIR]` (harness code in
+"""Benchmarks: `python scripts/benchmark.py save|stem|families|gp_noise [--out DIR]` (harness code in
 `scripts/bench/`; results in `benchmarks/` by default).
 
 - `warped`: Warped sampling's noise modes on a shifted photograph (warping error, PSNR), guidance time
@@ -12,6 +12,12 @@
   `scripts/bench/stem_unet.py`, `--unet-modes` to choose the modes, `--no-layer` to re-run only the
   UNet step and keep the layer results already in `<out>/stem.json`); writes `<out>/stem.json`,
   `<out>/stem.md` and `<out>/stem_layer.png`.
+- `fade`: a whole FADE edit vs plain CFG editing (50-step inversion + 50-step edit) on a 42-block,
+  reduced-width CogVideoX at 9 and 13 latent frames, time (alternating rounds) and peak memory (a
+  process per variant) (`scripts/bench/fade.py`); writes `<out>/fade.json` and `<out>/fade.md`.
+- `sma`: SMA's training step vs the host's alone (VMC, MotionDirector) at 8 and 16 frames on a
+  Zeroscope-depth UNet3D, step time and peak memory, with/without gradient checkpointing
+  (`scripts/bench/sma.py`); writes `<out>/sma.json` and `<out>/sma.md`.
 """
 from __future__ import annotations
 
@@ -100,6 +106,34 @@ def run_families(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_sma(args: argparse.Namespace) -> int:
+    from bench.sma import SMABenchConfig, run
+
+    cfg = SMABenchConfig(frames=tuple(int(f) for f in args.frames.split(",")), size=args.size, warmup=args.warmup,
+                         rounds=args.rounds, steps=args.steps, rank=args.rank, threads=args.threads, device=args.device,
+                         checkpointing_frames=args.checkpointing_frames)
+    run(args.out, cfg)
+    print(f"wrote {Path(args.out) / 'sma.json'} and {Path(args.out) / 'sma.md'}")
+    return 0
+
+
+def run_gp_noise(args: argparse.Namespace) -> int:
+    import torch
+
+    from bench.gp_noise import run
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    size = dict(frames=2, channels=4, size=32, features=300) if args.quick else {}
+    size.update({k: v for k, v in (("frames", args.frames), ("channels", args.channels), ("size", args.size),
+                                   ("features", args.features)) if v})
+    r = run(args.out, rounds=args.rounds, seed=args.seed, device=args.device, **size)
+    print(f"grid {r['grid']['ratio']:.3f}× floor (target <= {r['grid']['target']}), warped {r['warped']['ratio']:.3f}× "
+          f"floor (target <= {r['warped']['target']}); floor {r['floor_ms_per_frame']:.1f} ms/frame")
+    print(f"wrote {Path(args.out) / 'gp_noise.json'} and {Path(args.out) / 'gp_noise.md'}")
+    return 0
+
+
 def run_warped(args: argparse.Namespace) -> int:
     from bench.warped import WarpedBenchConfig, run
 
@@ -110,6 +144,16 @@ def run_warped(args: argparse.Namespace) -> int:
     print(f"warped/gp {r['ratios']['warped_vs_gp']:.3g}, warped/resample {r['ratios']['warped_vs_resample']:.3g}, "
           f"guidance overhead {r['guidance_overhead']['ratio']:.2f}, memory {r['memory_overhead']['ratio']:.2f}")
     print(f"wrote {Path(args.out) / 'warped.json'} and {Path(args.out) / 'warped.md'}")
+    return 0
+
+
+def run_fade(args: argparse.Namespace) -> int:
+    from bench.fade import run
+
+    frames = tuple(int(f) for f in args.frames.split(",") if f)
+    run(args.out, frames=frames, size=args.size, heads=args.heads, steps=args.steps, rounds=args.rounds,
+        threads=args.threads)
+    print(f"wrote {Path(args.out) / 'fade.json'} and {Path(args.out) / 'fade.md'}")
     return 0
 
 
@@ -157,6 +201,31 @@ def build_parser() -> argparse.ArgumentParser:
     fam.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
     fam.add_argument("--only", default="", help="comma-separated model names (default: all)")
     fam.set_defaults(func=run_families)
+    gpn = sub.add_parser("gp_noise", parents=[common],
+                         help="GP noise on a grid and at warped points vs torch.cos (scripts/bench/gp_noise.py)")
+    gpn.add_argument("--quick", action="store_true",
+                     help="smoke size: 2 frames × 4 channels × 32², J = 300 (explicit sizes still override)")
+    gpn.add_argument("--frames", type=int, default=0, help="frames (default 16)")
+    gpn.add_argument("--channels", type=int, default=0, help="latent channels (default 4)")
+    gpn.add_argument("--size", type=int, default=0, help="latent height and width (default 128)")
+    gpn.add_argument("--features", type=int, default=0, help="J, random features per function (default 3000)")
+    gpn.add_argument("--rounds", type=int, default=3, help="alternating timed rounds (after one warm-up round)")
+    gpn.add_argument("--seed", type=int, default=0)
+    gpn.add_argument("--device", default="cpu")
+    gpn.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default / OMP_NUM_THREADS)")
+    gpn.set_defaults(func=run_gp_noise)
+    sma = sub.add_parser("sma", parents=[common], help="SMA vs host step time and memory (scripts/bench/sma.py)")
+    sma.add_argument("--frames", default="8,16", help="comma-separated frame counts")
+    sma.add_argument("--size", type=int, default=32, help="clip side in pixels (latents: half)")
+    sma.add_argument("--warmup", type=int, default=2)
+    sma.add_argument("--rounds", type=int, default=5)
+    sma.add_argument("--steps", type=int, default=1, help="timed steps per variant in each round")
+    sma.add_argument("--rank", type=int, default=32, help="MotionDirector LoRA rank")
+    sma.add_argument("--threads", type=int, default=0, help="torch threads per worker (0: torch's default)")
+    sma.add_argument("--device", default="cpu", help="cpu | cuda")
+    sma.add_argument("--checkpointing-frames", type=int, default=16,
+                     help="frame count of the with/without gradient checkpointing pair (0: skip)")
+    sma.set_defaults(func=run_sma)
     wp = sub.add_parser("warped", parents=[common],
                         help="Warped sampling: noise modes on a shifted photo, guidance cost (scripts/bench/warped.py)")
     wp.add_argument("--model", default="tiny-world-inpaint", help="a conditional inpainting model (preset or folder)")
@@ -170,6 +239,15 @@ def build_parser() -> argparse.ArgumentParser:
     wp.add_argument("--features", type=int, default=3000, help="J, random features of the GP noise")
     wp.add_argument("--threads", type=int, default=1, help="torch threads")
     wp.set_defaults(func=run_warped)
+    fade = sub.add_parser("fade", parents=[common],
+                          help="FADE vs plain CFG editing on a 42-block CogVideoX (scripts/bench/fade.py)")
+    fade.add_argument("--frames", default="9,13", help="comma-separated latent frame counts (9, 13: 33, 49 video frames)")
+    fade.add_argument("--size", type=int, default=32, help="clip side in pixels")
+    fade.add_argument("--heads", type=int, default=4, help="attention heads of 16 dims (width = 16 × heads)")
+    fade.add_argument("--steps", type=int, default=50)
+    fade.add_argument("--rounds", type=int, default=3, help="alternating rounds (median of per-round ratios)")
+    fade.add_argument("--threads", type=int, default=1, help="torch threads")
+    fade.set_defaults(func=run_fade)
     return parser
 
 

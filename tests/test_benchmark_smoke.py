@@ -1,6 +1,7 @@
 """The benchmark code path (scripts/benchmark.py -> scripts/bench/save.py, stem.py) on the tiny preset."""
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -66,3 +67,25 @@ def test_stem_dispatch_writes_results(tmp_path, monkeypatch):
     data = json.loads((tmp_path / "stem.json").read_text())
     assert set(data["layer"]["32"]) == {"per_frame", "all_frame"}
     assert (tmp_path / "stem.md").exists()
+
+
+@pytest.mark.slow
+def test_sma_benchmark_smoke(tmp_path):
+    """`scripts/benchmark.py sma` end to end at the smallest size (one frame count, one round, worker
+    processes running real Trainer.fit): the JSON has the issue's fields for both hosts (~2 min)."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "bench"
+    cmd = [sys.executable, "scripts/benchmark.py", "sma", "--out", str(out), "--frames", "8", "--size", "16",
+           "--rounds", "1", "--warmup", "0", "--checkpointing-frames", "8", "--threads", "1", "--rank", "4"]
+    subprocess.run(cmd, check=True, cwd=Path(__file__).resolve().parents[1], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    res = json.loads((out / "sma.json").read_text())
+    for host in ("vmc", "motiondirector"):
+        h = res["hosts"][host]
+        for key in ("step_time_s_sma", "step_time_s_base", "ratio", "peak_mem_sma", "peak_mem_base"):
+            assert h[key] > 0, (host, key)
+        assert h["gradient_checkpointing"]["peak_mem_with"] > 0
+        assert len(res["variants"][f"{host}-sma-8f"]["steps"]) == 1
+    assert (out / "sma.md").read_text().startswith("# SMA benchmark")

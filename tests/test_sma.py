@@ -361,3 +361,28 @@ def test_motion_spectra_compare_reference_and_prediction(batch):
     assert spectra["true"].shape == spectra["pred"].shape == (8, 8)  # latent h, w of 16×16 pixels
     assert len(spectra["radial_true"]) == 7 and torch.isfinite(spectra["radial_pred"]).all()
     assert not torch.allclose(spectra["true"], spectra["pred"])
+
+
+def test_hosts_tune_and_sample_with_the_base_models_recorded_noise_prior(tmp_path):
+    """A base whose model_index.json records frame-correlated ("mixed") training noise, as the tiny
+    video world does, is tuned with that noise and sampled from it; a base without the record keeps
+    white noise."""
+    import json
+    import shutil
+
+    from modules.models.loading import resolve_model_path
+    from modules.video_world import MixedNoise
+
+    folder = tmp_path / "mixed-base"
+    shutil.copytree(resolve_model_path("tiny-unet3d"), folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    index["training"] = {"noise": "mixed", "noise_rho": 0.5}
+    (folder / "model_index.json").write_text(json.dumps(index))
+    for cls in (VMCModule, MotionDirectorModule):
+        mixed, white = cls(model=str(folder), seed=0), cls(model="tiny-unet3d", seed=0)
+        assert [type(c) for c in mixed.sampling_callbacks] == [MixedNoise] and white.sampling_callbacks == []
+        z = mixed.sample_noise(torch.zeros(64, 1, 8, 4, 4))
+        zw = white.sample_noise(torch.zeros(64, 1, 8, 4, 4))
+        corr = lambda x: torch.corrcoef(torch.stack([x[:, :, 0].flatten(), x[:, :, 5].flatten()]))[0, 1]  # noqa: E731
+        assert 0.4 < corr(z) < 0.6 and abs(corr(zw)) < 0.1  # ρ = 0.5 between frames vs none
+        assert 0.9 < z.std() < 1.1
