@@ -153,32 +153,49 @@ class GPNoise:
         dev, dt = self.z.device, self.z.dtype
         rows = (torch.arange(height, device=dev, dtype=torch.float64) + offset[0]).div(self.side).to(dt)
         cols = (torch.arange(width, device=dev, dtype=torch.float64) + offset[1]).div(self.side).to(dt)
-        ph_r = rows[None, :, None] * self.z[:, None, :, 1] + self.b[:, None, :]  # (n, h, J)
-        ph_c = cols[None, None, :] * self.z[:, :, 0, None]  # (n, J, w)
-        a = torch.cat([self.w[:, None, :] * torch.cos(ph_r), -self.w[:, None, :] * torch.sin(ph_r)], dim=2)
-        bm = torch.cat([torch.cos(ph_c), torch.sin(ph_c)], dim=1)
-        with _full_fp32_matmul():
-            out = torch.bmm(a, bm)
-        return out * math.sqrt(2.0 / self.features)
+        n, J = self.n, self.features
+        out = torch.empty(n, height, width, device=dev, dtype=dt)
+        step = max(1, min(n, (1 << 22) // (2 * J * (height + width))))  # functions per block (A and B ≤ 2²² elements)
+        a = torch.empty(step, height, 2 * J, device=dev, dtype=dt)  # [w cos, −w sin] of the row phases
+        bm = torch.empty(step, 2 * J, width, device=dev, dtype=dt)  # [cos; sin] of the column phases
+        for f in range(0, n, step):
+            e = min(n, f + step)
+            k, z, w = e - f, self.z[f:e], self.w[f:e, None, :]
+            ph_r = rows[None, :, None] * z[:, None, :, 1] + self.b[f:e, None, :]  # (k, h, J)
+            ph_c = cols[None, None, :] * z[:, :, 0, None]  # (k, J, w)
+            torch.cos(ph_r, out=a[:k, :, :J]).mul_(w)
+            torch.sin(ph_r, out=a[:k, :, J:]).mul_(-w)
+            torch.cos(ph_c, out=bm[:k, :J])
+            torch.sin(ph_c, out=bm[:k, J:])
+            with _full_fp32_matmul():
+                torch.bmm(a[:k], bm[:k], out=out[f:e])
+        return out.mul_(math.sqrt(2.0 / self.features))
 
-    def at(self, points: torch.Tensor, chunk_elements: int = 1 << 25) -> torch.Tensor:
+    def at(self, points: torch.Tensor, chunk_elements: int | None = None) -> torch.Tensor:
         """`(n, *S)`: the functions at `points` `(*S, 2)` ((x₁, x₂) in unit-square coordinates, any
-        values), by the direct form (J cosines per point), in chunks of ≤ `chunk_elements` phases."""
+        values), by the direct form (J cosines per point). Per function, in blocks of ≤ `chunk_elements`
+        phases (default 2¹⁸ on CPU, a block that stays in cache, and 2²⁵ on GPUs): the phases
+        b + x₁z₁ + x₂z₂ elementwise (two `addcmul`, fp32), `cos_` and the weights in place, then a row
+        sum — no (n, P, J) tensor. Every step is elementwise or a per-row reduction, so a point's value
+        is bitwise the same in any set of points (BLAS `addmm`/`mv` are not: their result for a row
+        depends on its place in the block); `bmm` with one column is also several times slower on CPU."""
         if points.shape[-1] != 2:
             raise GPNoiseError(f"points must have a trailing dimension of 2 (x₁, x₂), got shape {tuple(points.shape)}")
         shape = points.shape[:-1]
         pts = points.reshape(-1, 2).to(self.z.device, self.z.dtype)
         n, J, P = self.n, self.features, pts.shape[0]
-        fstep = max(1, min(n, chunk_elements // J))  # functions per block
-        pstep = max(1, chunk_elements // (fstep * J))  # points per block
+        if chunk_elements is None:
+            chunk_elements = 1 << (25 if self.z.device.type == "cuda" else 18)
+        pstep = max(1, min(P, int(chunk_elements) // J))  # points per block
         res = pts.new_empty(n, P)
-        with _full_fp32_matmul():
-            for f in range(0, n, fstep):
-                zt, b, w = self.z[f:f + fstep].transpose(1, 2), self.b[f:f + fstep, None, :], self.w[f:f + fstep, :, None]
-                for s in range(0, P, pstep):
-                    p = pts[s:s + pstep].expand(zt.shape[0], -1, -1)
-                    phase = torch.baddbmm(b, p, zt)  # (f, P, J) = b + ⟨x, z⟩
-                    res[f:f + fstep, s:s + pstep] = torch.bmm(torch.cos_(phase), w)[..., 0]
+        z1, z2 = self.z[:, None, :, 0].contiguous(), self.z[:, None, :, 1].contiguous()  # (n, 1, J)
+        x1, x2 = pts[:, 0:1].contiguous(), pts[:, 1:2].contiguous()  # (P, 1)
+        buf = pts.new_empty(pstep, J)
+        for f in range(n):
+            for s in range(0, P, pstep):
+                e = min(P, s + pstep)
+                phase = torch.addcmul(self.b[f], x1[s:e], z1[f], out=buf[: e - s]).addcmul_(x2[s:e], z2[f])
+                torch.sum(phase.cos_().mul_(self.w[f]), dim=1, out=res[f, s:e])
         return (res * math.sqrt(2.0 / self.features)).reshape(self.n, *shape)
 
 
