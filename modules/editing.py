@@ -74,6 +74,7 @@ def edit_clip(spec, pixels: torch.Tensor, source_prompt: str, cfg: EditConfig,
     loop = DDIMLoop(denoiser or spec, spec.scheduler, cfg.num_inference_steps, callbacks, progress)
     with torch.no_grad():
         inv = loop.invert(z0, inv_cond, uncond=null, guidance_scale=cfg.inversion_guidance)
+        inv.cond = src  # the source prompt's conditioning, for callbacks that run the source branch (PnP, FADE)
         recon = None
         if cfg.reconstruct:
             recon = spec.decode(loop.sample(inv.z, src, guidance_scale=1.0, source=inv, label="reconstruct")).float()
@@ -82,7 +83,6 @@ def edit_clip(spec, pixels: torch.Tensor, source_prompt: str, cfg: EditConfig,
             cond = spec.encode_prompt([prompt], size=size).to(device).expand_to(b)
             z = loop.sample(inv.z, cond, uncond=null, guidance_scale=cfg.guidance_scale, source=inv, label="edit")
             edits[prompt] = spec.decode(z).float()
-    inv.cond = src
     return EditResult(pixels, recon, edits, inv, source_prompt)
 
 

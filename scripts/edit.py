@@ -1,6 +1,8 @@
 """Edit any video file: inversion (DDIM or STEM) with the source prompt, reconstruction check,
 sampling with the edit prompt; writes videos (at the input's frame rate), metrics JSON and a
-per-frame error plot.
+per-frame error plot.  `--inversion fade` (a CogVideoX model) edits with FADE spectrum guidance
+(empty-prompt inversion) and, for comparison, without it: both edits, the low-frequency spectral
+distance to the source of each, and with `--clip DIR` CLIP text alignment / frame consistency.
 
     python scripts/edit.py --video data/samples/pan_astronaut.mp4 --prompt "a photo of an astronaut" \
         --edit "a photo of a cat" --model tiny-sd --inversion stem --out outputs/edit
@@ -79,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--export", default=None, help="adapter export folder to apply (e.g. runs/save-tiny/export)")
     ap.add_argument("--frame-attention", default=None, choices=FRAME_ATTENTION,
                     help=f"default: the export's with --export, else {DEFAULT_FRAME_ATTENTION}")
-    ap.add_argument("--inversion", default=["ddim"], choices=["ddim", "stem"], nargs="+",
+    ap.add_argument("--inversion", default=["ddim"], choices=["ddim", "stem", "fade"], nargs="+",
                     help="one or both (compared side by side in the plot)")
     ap.add_argument("--steps", type=at_least(1, "DDIM steps, e.g. --steps 50"), default=50,
                     help="DDIM steps, 1 .. the scheduler's num_train_timesteps (1000 for SD)")
@@ -93,6 +95,17 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--stem-iters", type=at_least(1, "EM iterations"), default=5)
     ap.add_argument("--chunk-frames", type=at_least(1, "frames per STEM group"), default=None)
     ap.add_argument("--pnp", action="store_true", help="plug-and-play feature injection from the source trajectory")
+    ap.add_argument("--fade-blocks", type=at_least(1, "FADE sketching blocks"), default=4,
+                    help="FADE: the first N transformer blocks are the sketching blocks (4 of CogVideoX-5B's 42)")
+    ap.add_argument("--fade-fft", default="3d", choices=["3d", "2d"],
+                    help="FADE: FFT over (frames, H, W) (paper) or per frame over (H, W) (released code)")
+    ap.add_argument("--fade-keep", type=positive_float(), default=2 / 3,
+                    help="FADE: fraction of each frequency axis the low-pass keeps, in (0, 1]")
+    ap.add_argument("--fade-scale", type=float, default=5000.0, help="FADE: s in g = s·grad G (before the norm clamp)")
+    ap.add_argument("--fade-mask", default=None, help="FADE: (F, H, W) pixel mask .npy/.pt, 1 = editable (local edits)")
+    ap.add_argument("--clip", default=None,
+                    help="local CLIP folder (e.g. openai/clip-vit-base-patch32) for text alignment and frame "
+                         "consistency of every edit")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("outputs/edit"))
     # restoration with warped sampling (modules/warped.py): --task super_resolution | inpainting
@@ -117,9 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def build_callbacks(inversion: str, args) -> list:
+def build_callbacks(inversion: str, args, scale: float | None = None) -> list:
     if inversion == "ddim":
         return []
+    if inversion == "fade":
+        from modules.callbacks.fade import FADEGuidance
+
+        return [FADEGuidance(n_sketch=args.fade_blocks, fft=args.fade_fft, keep=args.fade_keep,
+                             scale=args.fade_scale if scale is None else scale, mask=args.fade_mask)]
     from modules.callbacks.stem import STEMInversion
 
     return [STEMInversion(num_bases=args.stem_bases, tau=args.stem_tau, iters=args.stem_iters,
@@ -295,9 +313,70 @@ def prepare(args):
             print(f"[edit] frame attention: {vunet.frame_attention}")
     else:
         spec = load_model(model)
-        vunet = spec.inflate(args.frame_attention or DEFAULT_FRAME_ATTENTION)
+        inflate = getattr(spec, "inflate", None)  # image families; native video families (cogvideox) have none
+        vunet = inflate(args.frame_attention or DEFAULT_FRAME_ATTENTION) if inflate else None
     check_steps(args.steps, spec.scheduler.config.num_train_timesteps, model)
+    spec.check_video_size(args.num_frames, args.height, args.width, where="--num-frames/--height/--width")
+    if "fade" in args.inversion:
+        for cb in build_callbacks("fade", args):  # n_sketch vs the model's blocks, the mask file
+            cb.check(spec, spec.latent_shape(args.num_frames, args.height, args.width))
     return ds, fps, model, spec, vunet
+
+
+def clip_scores(scorer, video, prompt: str) -> dict:
+    """CLIP text alignment (×100) and frame consistency (×100, all pairs) of an edit; {} without --clip."""
+    if scorer is None:
+        return {}
+    from data.video_io import to_frames
+
+    frames = to_frames(video)
+    out = {"clip_text_alignment": scorer.text_alignment(frames, prompt)}
+    if len(frames) > 1:
+        out["frame_consistency"] = scorer.frame_consistency(frames)
+    return out
+
+
+def edit_with_fade(spec, pixels, args, cfg, fps, scorer):
+    """FADE's edit (empty-prompt inversion, spectrum guidance) and the same edit without guidance
+    (the callback with scale 0 only measures G_t): videos of both, and per edit prompt the
+    low-frequency spectral distance of the edit's final latent to the source latent (sketching-block
+    features at the schedule's last timestep, source prompt) and the mean G_t over the guided steps."""
+    from dataclasses import replace
+
+    from modules.callbacks.video_logger import write_edit_videos
+    from modules.editing import edit_clip
+    from modules.fade import spectral_distance
+
+    cfg = replace(cfg, inversion_prompt="")
+    runs = {}
+    for name, scale in (("none", 0.0), ("fade", None)):
+        (cb,) = build_callbacks("fade", args, scale)
+        res = edit_clip(spec, pixels, args.prompt, replace(cfg, reconstruct=name == "fade"), [cb])
+        runs[name] = (res, cb)  # cb.history[i]: the steps of the i-th edit prompt
+    first = runs["fade"][0]
+    merged = {"fade": first, "none": replace(first, edits=runs["none"][0].edits)}
+    paths = write_edit_videos(args.out, merged["fade"], args.prompt, fps, tag="fade")
+    unguided = write_edit_videos(args.out, merged["none"], args.prompt, fps, tag="fade_unguided")
+    entry = {"fade": {"n_sketch": args.fade_blocks, "fft": args.fade_fft, "keep": args.fade_keep,
+                      "scale": args.fade_scale, "mask": args.fade_mask, "inversion_prompt": ""},
+             "videos": {k: str(v) for k, v in paths.items()},
+             "videos_unguided": {k: str(v) for k, v in unguided.items()}, "edits": {}, "notes": []}
+    inv = first.inversion
+    z_src, t_last = inv.trajectory[0], inv.timesteps[0]
+    for i, prompt in enumerate(cfg.edit_prompts):
+        e = {}
+        for name in ("none", "fade"):
+            res, cb = runs[name]
+            z_edit = cb.latents[i]  # the edit's final latent (before the VAE decoder)
+            e[name] = {"spectral_distance": spectral_distance(spec, z_edit, z_src, inv.cond, t_last, args.fade_blocks,
+                                                              args.fade_keep, args.fade_fft),
+                       "mean_energy_guided_steps": cb.mean_energy(i), **clip_scores(scorer, res.edits[prompt], prompt)}
+        entry["edits"][prompt] = e
+        print(f"[fade] '{prompt}': low-frequency spectral distance to the source {e['fade']['spectral_distance']:.4g} "
+              f"with guidance vs {e['none']['spectral_distance']:.4g} without")
+    if scorer is None:
+        entry["notes"].append("no --clip folder: CLIP text alignment and frame consistency not computed")
+    return entry, first, paths
 
 
 def restore_task(args) -> int:
@@ -352,13 +431,28 @@ def main(argv=None):
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     pixels = ds[0]["pixel_values"][None]
-    vunet.eval()
+    if vunet is not None:
+        vunet.eval()
     cfg = EditConfig(edit_prompts=args.edit, num_inference_steps=args.steps, guidance_scale=args.guidance)
-    settings = {"model": model, "export": args.export, "frame_attention": vunet.frame_attention,
+    settings = {"model": model, "export": args.export,
+                "frame_attention": vunet.frame_attention if vunet is not None else "native",
                 "steps": args.steps, "guidance": args.guidance, "fps": fps}
+    scorer = None
+    if args.clip:
+        scorer = metrics.ClipScorer(args.clip)
     report, errors = {}, {}
     src = to_frames(pixels)
     for inv in args.inversion:
+        if inv == "fade":
+            entry, res, paths = edit_with_fade(spec, pixels, args, cfg, fps, scorer)
+            report[inv] = {**settings, **entry}
+            # NOTE (issue-13 helper): the rest of this branch was lost from the working tree (an accidental
+            # truncation of scripts/edit.py) and is reconstructed: reconstruction error for the plot, then
+            # the next inversion. Check it against your version.
+            rec = to_frames(res.reconstruction)
+            errors[inv] = np.mean((src.astype(np.float32) - rec.astype(np.float32)) ** 2 / 255.0**2, axis=(1, 2, 3))
+            print(f"[fade] side-by-side ({fps:g} fps) -> {paths['side_by_side']}")
+            continue
         res = edit_clip(spec, pixels, args.prompt, cfg, build_callbacks(inv, args))
         paths = write_edit_videos(args.out, res, args.prompt, fps, tag=inv)
         rec = to_frames(res.reconstruction)
