@@ -198,9 +198,13 @@ def doc_blocks(lang: str) -> list[str]:
 
 
 def presets_ready() -> bool:
-    from modules.models.spec import PRESETS
+    """The conditional worlds of issue 12 are registered and their weights are here."""
+    from modules.models.spec import PRESETS, resolve_model_path
 
-    return {"tiny-world-inpaint", "tiny-world-sr"} <= set(PRESETS)
+    try:
+        return all(name in PRESETS and resolve_model_path(name).is_dir() for name in ("tiny-world-inpaint", "tiny-world-sr"))
+    except FileNotFoundError:
+        return False
 
 
 @pytest.mark.skipif(not presets_ready(), reason="the conditional worlds (issue 12) are not committed yet")
@@ -259,3 +263,21 @@ def test_benchmark_code_path_writes_the_json(tmp_path):
     assert len(data["guidance_overhead"]["per_round"]) == 2 and data["memory_overhead"]["ratio"] > 0
     assert (tmp_path / "warped.md").read_text().startswith("# Warped sampling benchmark")
     assert (tmp_path / "warped_per_frame.png").stat().st_size > 1000 and set(res["met"]) == set(data["targets"])
+
+
+@pytest.mark.parametrize("recipe,task", [("inpaint_world", "inpainting"), ("sr_world", "super_resolution")])
+def test_recipes_instantiate_on_the_tiny_world(recipe, task):
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_cli import recipe_parser
+
+    parser = recipe_parser()
+    cfg = parser.parse_path(str(ROOT / f"configs/warped/{recipe}.yaml"))
+    assert cfg.model.init_args.model == ("tiny-world-inpaint" if task == "inpainting" else "tiny-world-sr")
+    assert cfg.trainer.inference_mode is False  # the guidance differentiates through the network
+    if not presets_ready():
+        cfg.model.init_args.model = "tiny-world"
+    with pytest.warns(UserWarning) if not presets_ready() else __import__("contextlib").nullcontext():
+        init = parser.instantiate_classes(cfg)
+    module, (cb,) = init.model, init.trainer.callbacks
+    assert module.task == task and module.spec.in_channels == (7 if task == "inpainting" else 6)
+    assert isinstance(cb, WarpedSampling) and cb.guidance_scale == 1.0 and cb.frame_chunk == 4 and cb.noise == "gp"
