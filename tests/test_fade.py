@@ -299,3 +299,18 @@ def test_spectra_tool_writes_the_plot(tmp_path):
 
     data = json.loads(out.with_suffix(".json").read_text())
     assert out.stat().st_size > 5000 and len(data["low_share"]) == 4 and len(data["radial"][0]) == 12
+
+
+@pytest.mark.slow  # two worker processes (memory per variant): ~30 s; pytest -m slow tests/test_fade.py
+def test_benchmark_harness_writes_the_json(tmp_path):
+    import json
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from bench.fade import run
+
+    run(tmp_path, frames=(2,), size=16, heads=1, steps=2, rounds=1)
+    res = json.loads((tmp_path / "fade.json").read_text())
+    assert {"fade_s", "plain_s", "ratio", "peak_mem_fade", "peak_mem_plain"} <= set(res)
+    saved = res["frames"]["2"]["saved_for_backward_mb"]
+    assert saved["early_stop"] < saved["full_pass"]
+    assert (tmp_path / "fade.md").read_text().startswith("# FADE vs plain CFG editing")
