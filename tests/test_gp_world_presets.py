@@ -8,7 +8,7 @@ import torch
 from modules.gp_finetune import load_finetuned, restore
 from modules.models.spec import load_model, resolve_model_path
 
-PRESETS = {"tiny-world-inpaint": ("inpainting", 7)}
+PRESETS = {"tiny-world-inpaint": ("inpainting", 7), "tiny-world-sr": ("super_resolution", 6)}
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))

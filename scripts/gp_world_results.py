@@ -1,0 +1,289 @@
+"""Claims of the two conditional worlds (issue 12, docs/gp.md): the tiny world fine-tuned with GP noise
+for inpainting (`tiny-world-inpaint`) and ×4 super-resolution (`tiny-world-sr`), their white-noise
+twins, and the trivial baselines, on held-out crops of the photographs over several seeds.
+
+    .venv/bin/python scripts/gp_world_results.py \\
+        --white-inpaint runs/gp-inpaint-world-white/export --white-sr runs/gp-sr-world-white/export
+
+Held-out crops: the photographs resized to 48 (shorter side; training resizes to 40, so no training
+window is seen again), random 32×32 crops, the seed's own crops and masks. Inpainting masks: a
+rectangle (each side 30–60% of the image) — the classic hole; brush strokes and outpainting frames
+are reported too. Each model samples from the noise it was trained with (GP or white),
+DDIM `--steps` steps, CFG 1 (the caption conditions; the image conditions through the channels).
+PSNR over the restored region (inpainting: the mask; SR: the whole image) against the ground truth.
+Baselines: bicubic upsampling (SR), the mask filled with the mean colour of the known pixels.
+
+Writes `assets/results/gp_world_claims.json` (per seed and mask kind: mean PSNR of each model and of
+the baseline, per-item numbers) and `assets/results/gp_world_restorations.png` (one seed: input |
+GP | white | ground truth | baseline per row). `tests/test_gp_world_claims.py` asserts what held on
+every seed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from data.restoration import PhotoSource, RestorationDataset, downsample, random_mask  # noqa: E402
+from modules.gp_finetune import baseline, load_finetuned, region_psnr, restore, upsample  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / "assets" / "results"
+HELDOUT_RESIZE = 48  # training crops come from the photographs resized to 40
+SIZE = 32
+SCALE = 4
+MASK_KINDS = ("rectangle", "brush", "outpaint")
+
+
+def heldout_items(seed: int, n: int, size: int = SIZE, resize: int = HELDOUT_RESIZE) -> dict:
+    """`n` held-out crops (`pixel_values` (n, 3, size, size) in [-1, 1], `caption`), seed-specific."""
+    ds = RestorationDataset(PhotoSource(), "inpainting", size=size, resize=resize, length=n, seed=10_000 + seed)
+    items = [ds[i] for i in range(n)]
+    return {"pixel_values": torch.stack([it["pixel_values"] for it in items]),
+            "caption": [it["caption"] for it in items], "photo": [int(it["index"]) for it in items]}
+
+
+def heldout_masks(seed: int, n: int, kind: str, size: int = SIZE) -> torch.Tensor:
+    """`(n, 1, size, size)` masks of one kind (1 = regenerate); rectangles 30–60% of each side."""
+    g = torch.Generator().manual_seed(20_000 + 97 * seed + MASK_KINDS.index(kind))
+    if kind != "rectangle":
+        return torch.stack([random_mask(size, size, g, kind=kind)[0] for _ in range(n)])
+    out = torch.zeros(n, 1, size, size)
+    for i in range(n):
+        rh, rw = (int(torch.randint(round(0.3 * size), round(0.6 * size) + 1, (), generator=g)) for _ in range(2))
+        y, x = (int(torch.randint(0, size - s + 1, (), generator=g)) for s in (rh, rw))
+        out[i, :, y:y + rh, x:x + rw] = 1
+    return out
+
+
+def evaluate(spec, card: dict, items: dict, *, mask: torch.Tensor | None = None, steps: int = 20, seed: int = 0,
+             noise: str | None = None, samples: int = 1) -> dict:
+    """Restore `items` with a fine-tuned world; per-item PSNR of the restored region and of the baseline.
+    `samples` > 1 also scores the mean of that many restorations per item (`psnr_mean`: an estimate of
+    the model's conditional mean, which a single sample cannot match even for a perfect model)."""
+    task, px = card["task"], items["pixel_values"]
+    noise = noise or card.get("noise", "gp")
+    n, k = px.shape[0], max(1, int(samples))
+    rep = lambda x: x.repeat(k, *([1] * (x.ndim - 1)))  # noqa: E731  (draw j of item i at j·n + i)
+    caps = list(items["caption"]) * k
+    if task == "super_resolution":
+        scale = int(card.get("scale", SCALE))
+        low = downsample(px, scale)
+        out = restore(spec, task, caps, low_res=rep(low), scale=scale, noise=noise, num_inference_steps=steps, seed=seed)
+        base, region, inp = baseline(task, low_res=low, scale=scale), None, upsample(low, scale)[:, :, 0]
+    else:
+        out = restore(spec, task, caps, pixels=rep(px), mask=rep(mask), noise=noise, num_inference_steps=steps,
+                      seed=seed)
+        base = baseline(task, pixels=px, mask=mask)
+        region, inp = mask > 0.5, px * (mask <= 0.5)
+    draws = out.reshape(k, n, *out.shape[1:])
+    res = {"restored": draws[0], "baseline": base, "input": inp,
+           "psnr": region_psnr(draws[0], px, region).tolist(), "psnr_baseline": region_psnr(base, px, region).tolist()}
+    if k > 1:
+        res["psnr_mean"] = region_psnr(draws.mean(0), px, region).tolist()
+    return res
+
+
+def load(source: str):
+    """A preset (`tiny-world-inpaint`) or an export folder of the tiny world -> (spec, card)."""
+    if Path(source).is_dir() and (Path(source) / "export.json").is_file() and not (Path(source) / "model_index.json").is_file():
+        return load_finetuned("tiny-world", source)
+    return load_finetuned(source)
+
+
+def _mean(x) -> float:
+    return float(np.mean(x))
+
+
+def study(models: dict[str, str], seeds=(0, 1, 2), n: int = 16, steps: int = 20, masks=MASK_KINDS,
+          samples: int = 1, verbose: bool = True) -> tuple[dict, dict]:
+    """`models`: {"inpaint_gp", "inpaint_white", "sr_gp", "sr_white"} -> preset or export folder (any
+    subset). Returns (results, restorations of the first seed for the picture)."""
+    loaded = {k: load(v) for k, v in models.items()}
+    res: dict = {"inpainting": {k: [] for k in masks}, "super_resolution": []}
+    pics: dict = {}
+    for seed in seeds:
+        items = heldout_items(seed, n)
+        for kind in masks:
+            m = heldout_masks(seed, n, kind)
+            row = {"seed": seed}
+            for name in ("inpaint_gp", "inpaint_white"):
+                if name not in loaded:
+                    continue
+                spec, card = loaded[name]
+                r = evaluate(spec, card, items, mask=m, steps=steps, seed=seed, samples=samples)
+                row[name.split("_")[1]] = _mean(r["psnr"])
+                if "psnr_mean" in r:
+                    row[f"{name.split('_')[1]}_mean_of_samples"] = _mean(r["psnr_mean"])
+                row[f"{name.split('_')[1]}_items"] = [round(v, 2) for v in r["psnr"]]
+                row["baseline"], row["baseline_items"] = _mean(r["psnr_baseline"]), [round(v, 2) for v in r["psnr_baseline"]]
+                if seed == seeds[0] and kind == "rectangle":
+                    pics.setdefault("inpainting", {"target": items["pixel_values"], "input": r["input"],
+                                                   "baseline": r["baseline"]})[name] = r["restored"]
+            res["inpainting"][kind].append(row)
+            if verbose:
+                print(f"seed {seed} inpainting/{kind:9s}: " + ", ".join(
+                    f"{k} {row[k]:.2f} dB" for k in ("gp", "white", "baseline", "gp_mean_of_samples", "white_mean_of_samples")
+                    if k in row), flush=True)
+        row = {"seed": seed}
+        for name in ("sr_gp", "sr_white"):
+            if name not in loaded:
+                continue
+            spec, card = loaded[name]
+            r = evaluate(spec, card, items, steps=steps, seed=seed, samples=samples)
+            row[name.split("_")[1]] = _mean(r["psnr"])
+            if "psnr_mean" in r:
+                row[f"{name.split('_')[1]}_mean_of_samples"] = _mean(r["psnr_mean"])
+            row[f"{name.split('_')[1]}_items"] = [round(v, 2) for v in r["psnr"]]
+            row["baseline"], row["baseline_items"] = _mean(r["psnr_baseline"]), [round(v, 2) for v in r["psnr_baseline"]]
+            if seed == seeds[0]:
+                pics.setdefault("super_resolution", {"target": items["pixel_values"], "input": r["input"],
+                                                     "baseline": r["baseline"]})[name] = r["restored"]
+        if len(row) > 1:
+            res["super_resolution"].append(row)
+            if verbose:
+                print(f"seed {seed} super_resolution ×{SCALE}: " + ", ".join(
+                    f"{k} {row[k]:.2f} dB" for k in ("gp", "white", "baseline", "gp_mean_of_samples", "white_mean_of_samples")
+                    if k in row), flush=True)
+    return res, pics
+
+
+def summarise(res: dict) -> dict:
+    """Per task (and mask kind): the smallest margin over the seeds of each model vs the baseline
+    and of GP vs white; mean PSNRs over the seeds."""
+    out = {}
+    groups = {f"inpainting/{k}": v for k, v in res["inpainting"].items()}
+    groups["super_resolution"] = res["super_resolution"]
+    for g, rows in groups.items():
+        if not rows:
+            continue
+        s = {"seeds": [r["seed"] for r in rows], "baseline_mean": _mean([r["baseline"] for r in rows])}
+        for k in ("gp", "white"):
+            if f"{k}_mean_of_samples" in rows[0]:
+                s[f"{k}_mean_of_samples_mean"] = _mean([r[f"{k}_mean_of_samples"] for r in rows])
+                s[f"{k}_mean_of_samples_minus_baseline_min"] = min(r[f"{k}_mean_of_samples"] - r["baseline"] for r in rows)
+            if k in rows[0]:
+                s[f"{k}_mean"] = _mean([r[k] for r in rows])
+                s[f"{k}_minus_baseline_min"] = min(r[k] - r["baseline"] for r in rows)
+                s[f"{k}_minus_baseline_max"] = max(r[k] - r["baseline"] for r in rows)
+                s[f"{k}_beats_baseline_by_3db_every_seed"] = s[f"{k}_minus_baseline_min"] >= 3.0
+        if "gp" in rows[0] and "white" in rows[0]:
+            d = [r["gp"] - r["white"] for r in rows]
+            s["gp_minus_white_per_seed"] = [round(x, 3) for x in d]
+            s["gp_minus_white_min"], s["gp_minus_white_max"] = min(d), max(d)
+        out[g] = s
+    return out
+
+
+def picture(pics: dict, path: Path, k: int = 6) -> Path:
+    """Rows: held-out crops; columns input | GP | white | ground truth | baseline, one block per task."""
+    from PIL import Image, ImageDraw
+
+    from modules.callbacks.restoration import to_uint8
+
+    blocks = []
+    for task, label in (("inpainting", "inpainting (rectangle)"), ("super_resolution", f"×{SCALE} super-resolution")):
+        if task not in pics:
+            continue
+        p = pics[task]
+        pre = "inpaint" if task == "inpainting" else "sr"
+        cols = [("input", p["input"]), ("GP", p.get(f"{pre}_gp")), ("white", p.get(f"{pre}_white")),
+                ("ground truth", p["target"]), ("baseline", p["baseline"])]
+        cols = [(n, to_uint8(x[:k])) for n, x in cols if x is not None]
+        blocks.append((label, cols))
+    s, pad, head = 3, 3, 16
+    w = 32 * s
+    width = max(len(c) for _, c in blocks) * (w + pad)
+    height = sum(head * 2 + k * (w + pad) for _ in blocks)
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    y = 0
+    for label, cols in blocks:
+        draw.text((2, y + 2), label, fill="black")
+        for j, (name, arr) in enumerate(cols):
+            draw.text((j * (w + pad) + 2, y + head + 2), name, fill="black")
+            for i in range(min(k, len(arr))):
+                img.paste(Image.fromarray(arr[i]).resize((w, w), Image.NEAREST), (j * (w + pad), y + 2 * head + i * (w + pad)))
+        y += 2 * head + k * (w + pad)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd")
+    pk = sub.add_parser("package", help="write a run's export as a committed world folder (fp16, model card)")
+    pk.add_argument("export")
+    pk.add_argument("out")
+    pk.add_argument("--name", default=None, help="preset name (default: the folder name)")
+    pk.add_argument("--recipe", default=None)
+    pk.add_argument("--extra", default="{}", help="JSON merged into the card (final_loss, training_time_s, notes)")
+    ap.add_argument("--inpaint", default="tiny-world-inpaint", help="GP inpainting world (preset or export)")
+    ap.add_argument("--sr", default="tiny-world-sr", help="GP super-resolution world (preset or export)")
+    ap.add_argument("--white-inpaint", default="runs/gp-inpaint-world-white/export")
+    ap.add_argument("--white-sr", default="runs/gp-sr-world-white/export")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--items", type=int, default=16, help="held-out crops per seed")
+    ap.add_argument("--steps", type=int, default=20, help="DDIM steps")
+    ap.add_argument("--samples", type=int, default=8,
+                    help="restorations per item; the first is scored as the sample, their mean as the conditional-mean estimate")
+    ap.add_argument("--out", default=str(OUT))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    if args.cmd == "package":
+        from modules.gp_finetune import package_world
+
+        print(package_world(args.export, args.out, name=args.name, recipe=args.recipe, extra=json.loads(args.extra)))
+        return 0
+    models = {"inpaint_gp": args.inpaint, "inpaint_white": args.white_inpaint, "sr_gp": args.sr, "sr_white": args.white_sr}
+    from modules.models.spec import resolve_model_path
+
+    for k, v in list(models.items()):
+        try:
+            resolve_model_path(v)
+        except FileNotFoundError as e:  # a preset not trained yet, a run not exported yet
+            print(f"skipping {k} ({v}): {str(e).splitlines()[0]}")
+            del models[k]
+    t0 = time.time()
+    res, pics = study(models, tuple(args.seeds), args.items, args.steps, samples=args.samples)
+    cards = {}
+    for k, v in models.items():
+        _, card = load(v)
+        cards[k] = {f: card.get(f) for f in ("task", "noise", "training_steps", "final_loss", "training_time_s",
+                                             "gp_lengthscale_at_training_size", "scale")}
+        cards[k]["source"] = v
+    out = {"protocol": {"heldout": f"the photographs resized to {HELDOUT_RESIZE} (training: 40), random {SIZE}² crops, "
+                                   "seed-specific crops and masks",
+                        "masks": {"rectangle": "each side 30-60% of the image", "brush": "1-4 strokes (data.restoration)",
+                                  "outpaint": "kept rectangle 40-80% per side (data.restoration)"},
+                        "region": "inpainting: the mask; super-resolution: the whole image",
+                        "baselines": "bicubic upsampling (SR); the mask filled with the mean known colour (inpainting)",
+                        "sampling": f"DDIM {args.steps} steps, CFG 1, each model from the noise it was trained with; "
+                                    f"{args.samples} restorations per item: the first scored as the sample (the claim), "
+                                    "their mean as an estimate of the model's conditional mean (*_mean_of_samples)",
+                        "seeds": args.seeds, "items_per_seed": args.items},
+           "models": cards, "summary": summarise(res), "results": res,
+           "wall_time_s": round(time.time() - t0, 1),
+           "command": "python scripts/gp_world_results.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "gp_world_claims.json").write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(out["summary"], indent=2))
+    print(f"wrote {out_dir / 'gp_world_claims.json'} and {picture(pics, out_dir / 'gp_world_restorations.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
