@@ -160,16 +160,6 @@ def run_fade(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_fade(args: argparse.Namespace) -> int:
-    from bench.fade import run
-
-    frames = tuple(int(f) for f in args.frames.split(",") if f)
-    run(args.out, frames=frames, size=args.size, heads=args.heads, steps=args.steps, rounds=args.rounds,
-        threads=args.threads)
-    print(f"wrote {Path(args.out) / 'fade.json'} and {Path(args.out) / 'fade.md'}")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--out", default="benchmarks", help="output folder (default: benchmarks)")
@@ -252,15 +242,6 @@ def build_parser() -> argparse.ArgumentParser:
     wp.add_argument("--features", type=int, default=3000, help="J, random features of the GP noise")
     wp.add_argument("--threads", type=int, default=1, help="torch threads")
     wp.set_defaults(func=run_warped)
-    fade = sub.add_parser("fade", parents=[common],
-                          help="FADE vs plain CFG editing on a 42-block CogVideoX (scripts/bench/fade.py)")
-    fade.add_argument("--frames", default="9,13", help="comma-separated latent frame counts (9, 13: 33, 49 video frames)")
-    fade.add_argument("--size", type=int, default=32, help="clip side in pixels")
-    fade.add_argument("--heads", type=int, default=4, help="attention heads of 16 dims (width = 16 × heads)")
-    fade.add_argument("--steps", type=int, default=50)
-    fade.add_argument("--rounds", type=int, default=3, help="alternating rounds (median of per-round ratios)")
-    fade.add_argument("--threads", type=int, default=1, help="torch threads")
-    fade.set_defaults(func=run_fade)
     fade = sub.add_parser("fade", parents=[common],
                           help="FADE vs plain CFG editing on a 42-block CogVideoX (scripts/bench/fade.py)")
     fade.add_argument("--frames", default="9,13", help="comma-separated latent frame counts (9, 13: 33, 49 video frames)")
