@@ -142,6 +142,7 @@ def run_warped(args: argparse.Namespace) -> int:
 
     cfg = WarpedBenchConfig(model=args.model, photo=args.photo, frames=args.frames, shift=args.shift, steps=args.steps,
                             seeds=[int(s) for s in args.seeds.split(",")], frame_chunk=args.frame_chunk,
+                            mask_motion=args.mask_motion,
                             memory_steps=args.memory_steps, threads=args.threads, features=args.features)
     r = run(cfg, args.out)
     print(f"warped/gp {r['ratios']['warped_vs_gp']:.3g}, warped/resample {r['ratios']['warped_vs_resample']:.3g}, "
@@ -238,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     wp.add_argument("--steps", type=int, default=50)
     wp.add_argument("--seeds", default="0,1,2,3", help="comma-separated seeds (one round each)")
     wp.add_argument("--frame-chunk", type=int, default=4, help="frames in lockstep with guidance")
+    wp.add_argument("--mask-motion", default="content", choices=["content", "screen"],
+                    help="the box moves with the photograph (default, the paper's shifted masked image) or stays put")
     wp.add_argument("--memory-steps", type=int, default=3, help="steps of the peak-memory runs")
     wp.add_argument("--features", type=int, default=3000, help="J, random features of the GP noise")
     wp.add_argument("--threads", type=int, default=1, help="torch threads")
