@@ -14,8 +14,9 @@ PSNR over the restored region (inpainting: the mask; SR: the whole image) agains
 Baselines: bicubic upsampling (SR), the mask filled with the mean colour of the known pixels.
 
 Writes `assets/results/gp_world_claims.json` (per seed and mask kind: mean PSNR of each model and of
-the baseline, per-item numbers) and `assets/results/gp_world_restorations.png` (one seed: input |
-GP | white | ground truth | baseline per row). `tests/test_gp_world_claims.py` asserts what held on
+the baseline, per-item numbers) and `assets/results/gp_world_{inpainting,super_resolution}.png` (the
+first seed: input | GP | white | ground truth | baseline per row). `--only TASK` evaluates one task and
+merges it into an existing JSON (e.g. while the other task's white twin is still training). `tests/test_gp_world_claims.py` asserts what held on
 every seed.
 """
 from __future__ import annotations
@@ -89,7 +90,9 @@ def evaluate(spec, card: dict, items: dict, *, mask: torch.Tensor | None = None,
         region, inp = mask > 0.5, px * (mask <= 0.5)
     draws = out.reshape(k, n, *out.shape[1:])
     res = {"restored": draws[0], "baseline": base, "input": inp,
-           "psnr": region_psnr(draws[0], px, region).tolist(), "psnr_baseline": region_psnr(base, px, region).tolist()}
+           "psnr": region_psnr(draws[0], px, region).tolist(), "psnr_baseline": region_psnr(base, px, region).tolist(),
+           # against the next item's ground truth (same region): how much the restoration owes to its own input
+           "psnr_other": region_psnr(draws[0], px.roll(1, 0), region).tolist()}
     if k > 1:
         res["psnr_mean"] = region_psnr(draws.mean(0), px, region).tolist()
     return res
@@ -107,9 +110,10 @@ def _mean(x) -> float:
 
 
 def study(models: dict[str, str], seeds=(0, 1, 2), n: int = 16, steps: int = 20, masks=MASK_KINDS,
-          samples: int = 1, verbose: bool = True) -> tuple[dict, dict]:
+          samples: int = 1, cross: bool = False, verbose: bool = True) -> tuple[dict, dict]:
     """`models`: {"inpaint_gp", "inpaint_white", "sr_gp", "sr_white"} -> preset or export folder (any
-    subset). Returns (results, restorations of the first seed for the picture)."""
+    subset). `cross`: also sample each GP model from white initial noise (`gp_sampled_from_white`).
+    Returns (results, restorations of the first seed for the picture)."""
     loaded = {k: load(v) for k, v in models.items()}
     res: dict = {"inpainting": {k: [] for k in masks}, "super_resolution": []}
     pics: dict = {}
@@ -124,8 +128,12 @@ def study(models: dict[str, str], seeds=(0, 1, 2), n: int = 16, steps: int = 20,
                 spec, card = loaded[name]
                 r = evaluate(spec, card, items, mask=m, steps=steps, seed=seed, samples=samples)
                 row[name.split("_")[1]] = _mean(r["psnr"])
+                row[f"{name.split('_')[1]}_vs_other_image"] = _mean(r["psnr_other"])
                 if "psnr_mean" in r:
                     row[f"{name.split('_')[1]}_mean_of_samples"] = _mean(r["psnr_mean"])
+                if cross and name.endswith("gp"):
+                    row["gp_sampled_from_white"] = _mean(evaluate(spec, card, items, mask=m, steps=steps, seed=seed,
+                                                                  noise="white")["psnr"])
                 row[f"{name.split('_')[1]}_items"] = [round(v, 2) for v in r["psnr"]]
                 row["baseline"], row["baseline_items"] = _mean(r["psnr_baseline"]), [round(v, 2) for v in r["psnr_baseline"]]
                 if seed == seeds[0] and kind == "rectangle":
@@ -134,7 +142,7 @@ def study(models: dict[str, str], seeds=(0, 1, 2), n: int = 16, steps: int = 20,
             res["inpainting"][kind].append(row)
             if verbose:
                 print(f"seed {seed} inpainting/{kind:9s}: " + ", ".join(
-                    f"{k} {row[k]:.2f} dB" for k in ("gp", "white", "baseline", "gp_mean_of_samples", "white_mean_of_samples")
+                    f"{k} {row[k]:.2f} dB" for k in ("gp", "white", "baseline", "gp_mean_of_samples", "white_mean_of_samples", "gp_sampled_from_white")
                     if k in row), flush=True)
         row = {"seed": seed}
         for name in ("sr_gp", "sr_white"):
@@ -143,8 +151,11 @@ def study(models: dict[str, str], seeds=(0, 1, 2), n: int = 16, steps: int = 20,
             spec, card = loaded[name]
             r = evaluate(spec, card, items, steps=steps, seed=seed, samples=samples)
             row[name.split("_")[1]] = _mean(r["psnr"])
+            row[f"{name.split('_')[1]}_vs_other_image"] = _mean(r["psnr_other"])
             if "psnr_mean" in r:
                 row[f"{name.split('_')[1]}_mean_of_samples"] = _mean(r["psnr_mean"])
+            if cross and name.endswith("gp"):
+                row["gp_sampled_from_white"] = _mean(evaluate(spec, card, items, steps=steps, seed=seed, noise="white")["psnr"])
             row[f"{name.split('_')[1]}_items"] = [round(v, 2) for v in r["psnr"]]
             row["baseline"], row["baseline_items"] = _mean(r["psnr_baseline"]), [round(v, 2) for v in r["psnr_baseline"]]
             if seed == seeds[0]:
@@ -154,7 +165,7 @@ def study(models: dict[str, str], seeds=(0, 1, 2), n: int = 16, steps: int = 20,
             res["super_resolution"].append(row)
             if verbose:
                 print(f"seed {seed} super_resolution ×{SCALE}: " + ", ".join(
-                    f"{k} {row[k]:.2f} dB" for k in ("gp", "white", "baseline", "gp_mean_of_samples", "white_mean_of_samples")
+                    f"{k} {row[k]:.2f} dB" for k in ("gp", "white", "baseline", "gp_mean_of_samples", "white_mean_of_samples", "gp_sampled_from_white")
                     if k in row), flush=True)
     return res, pics
 
@@ -175,9 +186,13 @@ def summarise(res: dict) -> dict:
                 s[f"{k}_mean_of_samples_minus_baseline_min"] = min(r[f"{k}_mean_of_samples"] - r["baseline"] for r in rows)
             if k in rows[0]:
                 s[f"{k}_mean"] = _mean([r[k] for r in rows])
+                if f"{k}_vs_other_image" in rows[0]:
+                    s[f"{k}_minus_other_image_min"] = min(r[k] - r[f"{k}_vs_other_image"] for r in rows)
                 s[f"{k}_minus_baseline_min"] = min(r[k] - r["baseline"] for r in rows)
                 s[f"{k}_minus_baseline_max"] = max(r[k] - r["baseline"] for r in rows)
                 s[f"{k}_beats_baseline_by_3db_every_seed"] = s[f"{k}_minus_baseline_min"] >= 3.0
+        if "gp_sampled_from_white" in rows[0]:
+            s["gp_sampled_from_white_mean"] = _mean([r["gp_sampled_from_white"] for r in rows])
         if "gp" in rows[0] and "white" in rows[0]:
             d = [r["gp"] - r["white"] for r in rows]
             s["gp_minus_white_per_seed"] = [round(x, 3) for x in d]
@@ -186,14 +201,40 @@ def summarise(res: dict) -> dict:
     return out
 
 
-def picture(pics: dict, path: Path, k: int = 6) -> Path:
-    """Rows: held-out crops; columns input | GP | white | ground truth | baseline, one block per task."""
+def table(out: dict) -> str:
+    """Markdown: per task/mask, mean PSNR over the seeds (each seed's value in brackets) of the baseline,
+    the GP and white worlds (one sample; mean of the samples), GP sampled from white noise."""
+    res = out["results"]
+    groups = {f"inpainting, {k}": v for k, v in res["inpainting"].items()}
+    groups[f"×{SCALE} super-resolution"] = res["super_resolution"]
+    cols = [("baseline", "trivial baseline"), ("gp", "GP world"), ("white", "white twin"),
+            ("gp_mean_of_samples", "GP, mean of samples"), ("white_mean_of_samples", "white, mean of samples"),
+            ("gp_sampled_from_white", "GP world from white z_T"), ("gp_vs_other_image", "GP vs another crop's truth")]
+    cols = [(k, lab) for k, lab in cols if any(rows and k in rows[0] for rows in groups.values())]
+    lines = ["| task | " + " | ".join(lab for _, lab in cols) + " |", "|---|" + "---:|" * len(cols)]
+    for g, rows in groups.items():
+        if not rows:
+            continue
+        cells = []
+        for k, _ in cols:
+            if k not in rows[0]:
+                cells.append("")
+                continue
+            vals = [r[k] for r in rows]
+            cells.append(f"{_mean(vals):.1f} ({', '.join(f'{v:.1f}' for v in vals)})")
+        lines.append(f"| {g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def picture(pics: dict, out_dir: Path, k: int = 6) -> list[Path]:
+    """One PNG per task (`gp_world_<task>.png`): rows are held-out crops, columns input | GP | white |
+    ground truth | baseline."""
     from PIL import Image, ImageDraw
 
     from modules.callbacks.restoration import to_uint8
 
-    blocks = []
-    for task, label in (("inpainting", "inpainting (rectangle)"), ("super_resolution", f"×{SCALE} super-resolution")):
+    written = []
+    for task, label in (("inpainting", "inpainting (rectangle masks)"), ("super_resolution", f"x{SCALE} super-resolution")):
         if task not in pics:
             continue
         p = pics[task]
@@ -201,24 +242,20 @@ def picture(pics: dict, path: Path, k: int = 6) -> Path:
         cols = [("input", p["input"]), ("GP", p.get(f"{pre}_gp")), ("white", p.get(f"{pre}_white")),
                 ("ground truth", p["target"]), ("baseline", p["baseline"])]
         cols = [(n, to_uint8(x[:k])) for n, x in cols if x is not None]
-        blocks.append((label, cols))
-    s, pad, head = 3, 3, 16
-    w = 32 * s
-    width = max(len(c) for _, c in blocks) * (w + pad)
-    height = sum(head * 2 + k * (w + pad) for _ in blocks)
-    img = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(img)
-    y = 0
-    for label, cols in blocks:
-        draw.text((2, y + 2), label, fill="black")
+        s, pad, head = 3, 3, 14
+        w = SIZE * s
+        img = Image.new("RGB", (len(cols) * (w + pad), 2 * head + k * (w + pad)), "white")
+        draw = ImageDraw.Draw(img)
+        draw.text((2, 1), label, fill="black")
         for j, (name, arr) in enumerate(cols):
-            draw.text((j * (w + pad) + 2, y + head + 2), name, fill="black")
+            draw.text((j * (w + pad) + 2, head + 1), name, fill="black")
             for i in range(min(k, len(arr))):
-                img.paste(Image.fromarray(arr[i]).resize((w, w), Image.NEAREST), (j * (w + pad), y + 2 * head + i * (w + pad)))
-        y += 2 * head + k * (w + pad)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
-    return path
+                img.paste(Image.fromarray(arr[i]).resize((w, w), Image.NEAREST), (j * (w + pad), 2 * head + i * (w + pad)))
+        path = out_dir / f"gp_world_{task}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        img.save(path)
+        written.append(path)
+    return written
 
 
 def main(argv=None) -> int:
@@ -237,8 +274,11 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--items", type=int, default=16, help="held-out crops per seed")
     ap.add_argument("--steps", type=int, default=20, help="DDIM steps")
-    ap.add_argument("--samples", type=int, default=8,
+    ap.add_argument("--samples", type=int, default=4,
                     help="restorations per item; the first is scored as the sample, their mean as the conditional-mean estimate")
+    ap.add_argument("--cross", action="store_true", help="also sample the GP worlds from white initial noise")
+    ap.add_argument("--only", choices=["inpainting", "super_resolution"], default=None,
+                    help="evaluate one task and merge it into an existing <out>/gp_world_claims.json")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -248,6 +288,8 @@ def main(argv=None) -> int:
         print(package_world(args.export, args.out, name=args.name, recipe=args.recipe, extra=json.loads(args.extra)))
         return 0
     models = {"inpaint_gp": args.inpaint, "inpaint_white": args.white_inpaint, "sr_gp": args.sr, "sr_white": args.white_sr}
+    if args.only:
+        models = {k: v for k, v in models.items() if k.startswith("inpaint" if args.only == "inpainting" else "sr")}
     from modules.models.spec import resolve_model_path
 
     for k, v in list(models.items()):
@@ -257,31 +299,52 @@ def main(argv=None) -> int:
             print(f"skipping {k} ({v}): {str(e).splitlines()[0]}")
             del models[k]
     t0 = time.time()
-    res, pics = study(models, tuple(args.seeds), args.items, args.steps, samples=args.samples)
+    masks = () if args.only == "super_resolution" else MASK_KINDS
+    res, pics = study(models, tuple(args.seeds), args.items, args.steps, masks=masks, samples=args.samples,
+                      cross=args.cross)
     cards = {}
     for k, v in models.items():
         _, card = load(v)
         cards[k] = {f: card.get(f) for f in ("task", "noise", "training_steps", "final_loss", "training_time_s",
                                              "gp_lengthscale_at_training_size", "scale")}
         cards[k]["source"] = v
+    out_dir = Path(args.out)
+    previous = out_dir / "gp_world_claims.json"
+    commands = ["python scripts/gp_world_results.py " + " ".join(argv if argv is not None else sys.argv[1:])]
+    if args.only and previous.is_file():  # keep the other task's results (same protocol: check the seeds etc.)
+        old = json.loads(previous.read_text())
+        was = old["protocol"]
+        if (was.get("seeds"), was.get("items_per_seed"), was.get("steps"), was.get("samples")) != (
+                args.seeds, args.items, args.steps, args.samples):
+            raise SystemExit(f"{previous} was measured with seeds {was.get('seeds')}, items {was.get('items_per_seed')}, "
+                             f"steps {was.get('steps')}, samples {was.get('samples')}; run --only with the same "
+                             "settings, or both tasks at once")
+        other = "super_resolution" if args.only == "inpainting" else "inpainting"
+        res[other] = old["results"][other]
+        cards = {**{k: v for k, v in old["models"].items() if k not in cards}, **cards}
+        commands = old.get("commands", [old.get("command")]) + commands
     out = {"protocol": {"heldout": f"the photographs resized to {HELDOUT_RESIZE} (training: 40), random {SIZE}² crops, "
                                    "seed-specific crops and masks",
                         "masks": {"rectangle": "each side 30-60% of the image", "brush": "1-4 strokes (data.restoration)",
                                   "outpaint": "kept rectangle 40-80% per side (data.restoration)"},
                         "region": "inpainting: the mask; super-resolution: the whole image",
+                        "other_image": "*_vs_other_image: the same restoration scored against the next item's ground truth",
                         "baselines": "bicubic upsampling (SR); the mask filled with the mean known colour (inpainting)",
                         "sampling": f"DDIM {args.steps} steps, CFG 1, each model from the noise it was trained with; "
                                     f"{args.samples} restorations per item: the first scored as the sample (the claim), "
                                     "their mean as an estimate of the model's conditional mean (*_mean_of_samples)",
-                        "seeds": args.seeds, "items_per_seed": args.items},
+                        "seeds": args.seeds, "items_per_seed": args.items, "steps": args.steps, "samples": args.samples},
            "models": cards, "summary": summarise(res), "results": res,
-           "wall_time_s": round(time.time() - t0, 1),
-           "command": "python scripts/gp_world_results.py " + " ".join(argv if argv is not None else sys.argv[1:])}
-    out_dir = Path(args.out)
+           "wall_time_s": round(time.time() - t0, 1), "commands": commands}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "gp_world_claims.json").write_text(json.dumps(out, indent=2) + "\n")
+    md = table(out)
+    (out_dir / "gp_world_claims.md").write_text(
+        "PSNR (dB) of the restored region on held-out crops, mean over the seeds (per seed in brackets); "
+        "`scripts/gp_world_results.py`, protocol in `gp_world_claims.json`.\n\n" + md)
+    print(md)
     print(json.dumps(out["summary"], indent=2))
-    print(f"wrote {out_dir / 'gp_world_claims.json'} and {picture(pics, out_dir / 'gp_world_restorations.png')}")
+    print(f"wrote {out_dir / 'gp_world_claims.json'} and {', '.join(map(str, picture(pics, out_dir)))}")
     return 0
 
 
