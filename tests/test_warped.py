@@ -219,7 +219,7 @@ def test_docs_python_block_runs():
 @pytest.mark.slow
 @pytest.mark.skipif(not presets_ready(), reason="the conditional worlds (issue 12) are not committed yet")
 def test_docs_bash_blocks_run(tmp_path):
-    """The recipe and edit.py commands of docs/warped.md, as written (in a scratch copy of the tree; ~5 min)."""
+    """The recipe and edit.py commands of docs/warped.md, as written (in a scratch copy of the tree; ~1 min)."""
     import os
     import shutil
 
