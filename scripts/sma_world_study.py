@@ -14,8 +14,8 @@ Protocol (fixed before measuring):
   its recipe's defaults (lr, clip, LoRA rank 32, dropout, spatial probability 0.8, λg 0.4, λl 0.2)
   trained by `Trainer.fit` for `--steps` iterations on `tiny-video-world` (its frame-correlated noise
   prior adopted); and the untuned world;
-- after tuning, per seed, every other photograph's plain caption ("a photo of a rocket", no motion
-  words) is sampled with the tuned model (MotionDirector: the temporal LoRA only) from the seed's
+- after tuning, per seed, three other photographs' plain captions ("a photo of a rocket", no motion
+  words; rotating over the seven others with the seed) are sampled with the tuned model (MotionDirector: the temporal LoRA only) from the seed's
   noise, 20 DDIM steps, CFG 4 — the same noise for every method;
 - measure: phase-correlation displacement of every consecutive frame pair
   (`modules.metrics.motion_error`) against the reference's (−2, −1): mean end-point error (px/frame),
@@ -112,13 +112,18 @@ def sample(spec, module, prompts: list[str], seed: int) -> torch.Tensor:
         net.train(was)
 
 
-def study(seeds=SEEDS, methods=METHODS, steps: int = 200, model: str = "tiny-video-world", log=print) -> dict:
+def seed_targets(seed: int, others: list[str], per_seed: int) -> list[str]:
+    """The photographs sampled after tuning with seed `seed`: `per_seed` of the others, rotating."""
+    return [others[(per_seed * seed + k) % len(others)] for k in range(per_seed)]
+
+
+def study(seeds=SEEDS, methods=METHODS, steps: int = 150, model: str = "tiny-video-world", per_seed: int = 3,
+          log=print) -> dict:
     from data.photos import PHOTOS
     from modules.metrics import motion_error
     from modules.models.spec import load_model
 
-    targets = [n for n in PHOTOS if n != REFERENCE_PHOTO]
-    prompts = [PHOTOS[n] for n in targets]
+    others = [n for n in PHOTOS if n != REFERENCE_PHOTO]
     base = load_model(model)
     rows = []
     with tempfile.TemporaryDirectory(prefix="vidtune-sma-ref-") as tmp:
@@ -127,6 +132,8 @@ def study(seeds=SEEDS, methods=METHODS, steps: int = 200, model: str = "tiny-vid
         log(f"reference clip: measured {ref_err['displacement'].mean(0).round(2).tolist()} px/frame "
             f"(intended {REFERENCE_MOTION}); end-point error {ref_err['mean_endpoint_error']:.3f}")
         for seed in seeds:
+            targets = seed_targets(seed, others, per_seed)
+            prompts = [PHOTOS[n] for n in targets]
             for method in methods:
                 t0 = time.time()
                 module = tune(method, video, seed, steps, model, log)
@@ -151,7 +158,8 @@ def study(seeds=SEEDS, methods=METHODS, steps: int = 200, model: str = "tiny-vid
             }
     return {"protocol": {"reference_photo": REFERENCE_PHOTO, "reference_motion": REFERENCE_MOTION,
                          "train_prompt": TRAIN_PROMPT, "steps": steps, "model": model, "sample_steps": SAMPLE_STEPS,
-                         "sample_cfg": SAMPLE_CFG, "seeds": list(seeds), "targets": targets},
+                         "sample_cfg": SAMPLE_CFG, "seeds": list(seeds), "targets_per_seed": per_seed,
+                         "targets": {f"seed{s}": seed_targets(s, others, per_seed) for s in seeds}},
             "reference_measured_epe": ref_err["mean_endpoint_error"], "summary": summary, "rows": rows}
 
 
@@ -176,12 +184,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", default=",".join(map(str, SEEDS)))
     p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--steps", type=int, default=200, help="training iterations per tuned model")
+    p.add_argument("--steps", type=int, default=150, help="training iterations per tuned model")
+    p.add_argument("--per-seed", type=int, default=3, help="photographs sampled per seed after tuning")
     p.add_argument("--model", default="tiny-video-world", help="the text-to-video base (a preset or folder)")
     p.add_argument("--out", default=str(OUT))
     a = p.parse_args(argv)
     t0 = time.time()
-    res = study(tuple(int(s) for s in a.seeds.split(",")), tuple(a.methods.split(",")), a.steps, a.model)
+    res = study(tuple(int(s) for s in a.seeds.split(",")), tuple(a.methods.split(",")), a.steps, a.model, a.per_seed)
     res["wall_time_s"] = time.time() - t0
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=1) + "\n")

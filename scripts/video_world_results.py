@@ -148,10 +148,10 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=list(CLAIM_SEEDS))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--print-only", action="store_true", help="print the tables of the existing JSON")
-    ap.add_argument("--out", default=str(OUT), help="folder of the PNG, mp4 and JSON (default assets/results)")
+    ap.add_argument("--out", default=None, help="folder of the PNG, mp4 and JSON (default assets/results)")
     args = ap.parse_args()
     global OUT, JSON
-    OUT = Path(args.out)
+    OUT = Path(args.out) if args.out else OUT
     JSON = OUT / "video_world_claims.json"
     data = json.loads(JSON.read_text()) if JSON.exists() else {}
     if args.print_only:

@@ -521,6 +521,7 @@ PRESETS: dict[str, callable] = {  # preset name -> builder returning its folder 
     "tiny-world-sr": tiny.world_sr_path,
     "tiny-sdxl": tiny.build_tiny_sdxl,
     "tiny-unet3d": tiny.build_tiny_unet3d,
+    "tiny-video-world": tiny.video_world_path,  # the trained text-to-video world (docs/video_world.md)
     "tiny-cogvideox": tiny.build_tiny_cogvideox,
 }
 
