@@ -31,6 +31,9 @@ def test_tiny_world_recipes_run_end_to_end(recipe, channels, tmp_path):
     meta = json.loads((root / "export" / "export.json").read_text())
     assert meta["noise"] == "gp" and meta["task"] == ("super_resolution" if recipe == "sr_world" else "inpainting")
     assert meta["training_steps"] == 2 and meta["gp_lengthscale_at_training_size"].startswith("0.0198944 (R = 32)")
+    # the card's final loss (mean of the last <= 50 steps) and training time; the clock travels in the checkpoint
+    assert meta["final_loss_steps"] == 2 and meta["final_loss"] > 0 and meta["training_time_s"] > 0
+    assert 0 < ckpt["wall_time"] <= meta["training_time_s"] + 0.05  # the card rounds to 0.1 s
     assert (root / "images" / "step000002_restoration.png").stat().st_size > 1000
     rows = wandb_history(next((root / "wandb").glob("offline-run-*/run-*.wandb")))
     assert any(isinstance(r.get("images/restoration"), dict) for r in rows)
