@@ -34,7 +34,6 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -314,85 +313,35 @@ class LocalRunner:
         self.session = None
 
 
-_MARK = "@@vidtune-bench "
-
-
 class ProcessRunner:
-    """A variant in its own long-lived worker process, driven over stdin/stdout (one JSON line each way),
-    so its peak RSS is its own while the variants still alternate step by step."""
+    """A variant in its own long-lived worker process (`bench.workers.WorkerProcess`), so its peak RSS
+    is its own while the variants still alternate step by step."""
 
     def __init__(self, cfg: BenchConfig, adapter: str):
-        import queue
-        import threading
+        from bench.workers import WorkerProcess
 
-        self.adapter, self.timeout = adapter, cfg.timeout_s
-        self.log = tempfile.NamedTemporaryFile(prefix=f"vidtune-bench-{adapter}-", suffix=".log", delete=False)
-        env = dict(os.environ)
-        paths = [str(REPO_ROOT), str(REPO_ROOT / "scripts")]  # `modules`, and this harness as `bench`
-        env["PYTHONPATH"] = os.pathsep.join(paths + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-        env.setdefault("HF_HUB_OFFLINE", "1")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.save", "--worker", json.dumps(asdict(cfg)), adapter],
-            cwd=REPO_ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
-            bufsize=1,
-        )
-        self.lines: queue.Queue = queue.Queue()
-
-        def pump():
-            for line in self.proc.stdout:
-                if line.startswith(_MARK):
-                    self.lines.put(line[len(_MARK):])
-            self.lines.put(None)
-
-        threading.Thread(target=pump, daemon=True).start()
-        self.info = self._recv()
-
-    def _recv(self) -> dict:
-        import queue
-
-        try:
-            line = self.lines.get(timeout=self.timeout)
-        except queue.Empty:
-            self.close()
-            raise TimeoutError(f"benchmark worker '{self.adapter}' gave no answer in {self.timeout:.0f} s") from None
-        if line is None:
-            self.proc.wait()
-            self.log.flush()
-            tail = "\n".join(Path(self.log.name).read_text(errors="replace").strip().splitlines()[-25:])
-            raise RuntimeError(f"benchmark worker '{self.adapter}' exited ({self.proc.returncode}):\n{tail}")
-        return json.loads(line)
-
-    def _call(self, op: str, **kw) -> dict:
-        self.proc.stdin.write(json.dumps({"op": op, **kw}) + "\n")
-        self.proc.stdin.flush()
-        return self._recv()
+        self.worker = WorkerProcess("bench.save", [json.dumps(asdict(cfg)), adapter], adapter, cfg.timeout_s)
+        self.info = self.worker.recv()
 
     def step(self) -> dict:
-        return self._call("step")
+        return self.worker.call("step")
 
     def finish(self, export: bool) -> dict:
-        return self._call("finish", export=export)
+        return self.worker.call("finish", export=export)
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.close()
-                self.proc.wait(timeout=60)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-        Path(self.log.name).unlink(missing_ok=True)
+        self.worker.close()
 
 
 def _serve(cfg: BenchConfig, adapter: str) -> None:
     """Worker side of `ProcessRunner`: answers `step` / `finish` commands read from stdin."""
+    from functools import partial
+
+    from bench.workers import answer
+
     channel = sys.stdout
     sys.stdout = sys.stderr  # library prints must not mix with the answers
-
-    def send(obj: dict) -> None:
-        channel.write(_MARK + json.dumps(obj) + "\n")
-        channel.flush()
+    send = partial(answer, channel)
 
     session = VariantSession(cfg, adapter)
     send(session.info)

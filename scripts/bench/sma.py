@@ -110,7 +110,6 @@ def render_clip(frames: int, size: int, out_dir: Path) -> Path:
 
 
 # -- worker side ---------------------------------------------------------------------------------
-_MARK = "@@vidtune-bench "
 
 
 def _proc_kib(key: str) -> int | None:
@@ -128,11 +127,12 @@ def _serve(cfg: SMABenchConfig, variant: Variant) -> None:
     from data.clip_dataset import ClipDataModule
     from modules.sma import MotionDirectorModule, VMCModule
 
-    channel, sys.stdout = sys.stdout, sys.stderr  # library prints must not mix with the answers
+    from functools import partial
 
-    def send(obj: dict) -> None:
-        channel.write(_MARK + json.dumps(obj) + "\n")
-        channel.flush()
+    from bench.workers import answer
+
+    channel, sys.stdout = sys.stdout, sys.stderr  # library prints must not mix with the answers
+    send = partial(answer, channel)
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -187,71 +187,25 @@ def _serve(cfg: SMABenchConfig, variant: Variant) -> None:
 
 # -- parent side ---------------------------------------------------------------------------------
 class Worker:
-    """A variant's worker process, spoken to one JSON line at a time."""
+    """A variant's worker process (`bench.workers.WorkerProcess`)."""
 
     def __init__(self, cfg: SMABenchConfig, variant: Variant):
-        import queue
-        import subprocess
-        import threading
+        from bench.workers import WorkerProcess
 
-        self.variant, self.timeout = variant, cfg.timeout_s
-        self.log = tempfile.NamedTemporaryFile(prefix=f"vidtune-bench-{variant.name}-", suffix=".log", delete=False)
-        env = dict(os.environ)
-        paths = [str(REPO_ROOT), str(REPO_ROOT / "scripts")]
-        env["PYTHONPATH"] = os.pathsep.join(paths + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-        env.setdefault("HF_HUB_OFFLINE", "1")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.sma", "--worker", json.dumps(asdict(cfg)), variant.name],
-            cwd=REPO_ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, bufsize=1)
-        self.lines: queue.Queue = queue.Queue()
-
-        def pump():
-            for line in self.proc.stdout:
-                if line.startswith(_MARK):
-                    self.lines.put(line[len(_MARK):])
-            self.lines.put(None)
-
-        threading.Thread(target=pump, daemon=True).start()
-        self.info = self.recv()
-
-    def recv(self) -> dict:
-        import queue
-
-        try:
-            line = self.lines.get(timeout=self.timeout)
-        except queue.Empty:
-            self.close()
-            raise TimeoutError(f"benchmark worker {self.variant.name} gave no answer in {self.timeout:.0f} s") from None
-        if line is None:
-            self.proc.wait()
-            self.log.flush()
-            tail = "\n".join(Path(self.log.name).read_text(errors="replace").strip().splitlines()[-30:])
-            raise RuntimeError(f"benchmark worker {self.variant.name} exited ({self.proc.returncode}):\n{tail}")
-        return json.loads(line)
-
-    def send(self, op: str) -> None:
-        self.proc.stdin.write(json.dumps({"op": op}) + "\n")
-        self.proc.stdin.flush()
+        self.variant = variant
+        self.proc = WorkerProcess("bench.sma", [json.dumps(asdict(cfg)), variant.name], variant.name, cfg.timeout_s)
+        self.info = self.proc.recv()
 
     def step(self) -> dict:
-        self.send("step")
-        return self.recv()
+        return self.proc.call("step")
 
     def finish(self) -> dict:
-        res = self.recv()  # the peak, sent when fit returns
-        self.send("finish")
+        res = self.proc.recv()  # the peak, sent when fit returns
+        self.proc.send("finish")
         return res
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.close()
-                self.proc.wait(timeout=60)
-            except (OSError, Exception):
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-        Path(self.log.name).unlink(missing_ok=True)
+        self.proc.close()
 
 
 def _median(xs):
