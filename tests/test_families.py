@@ -54,7 +54,8 @@ def linked_copy(src, dst, skip=(), index=True):
 def test_presets_cover_every_family():
     from modules.models.tiny import CONDITIONAL_WORLDS  # restoration worlds (tests/test_gp_world_presets.py)
 
-    assert set(PRESETS) == set(FAMILY_OF) | set(CONDITIONAL_WORLDS)
+    trained = {"tiny-video-world"}  # the trained video world (tests/test_video_world_claims.py)
+    assert set(PRESETS) == set(FAMILY_OF) | set(CONDITIONAL_WORLDS) | trained
     assert set(FAMILIES) == {"sd", "sdxl", "unet3d", "cogvideox"}
 
 
