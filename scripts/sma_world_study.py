@@ -117,7 +117,7 @@ def seed_targets(seed: int, others: list[str], per_seed: int) -> list[str]:
     return [others[(per_seed * seed + k) % len(others)] for k in range(per_seed)]
 
 
-def study(seeds=SEEDS, methods=METHODS, steps: int = 150, model: str = "tiny-video-world", per_seed: int = 3,
+def study(seeds=SEEDS, methods=METHODS, steps: int = 120, model: str = "tiny-video-world", per_seed: int = 3,
           log=print) -> dict:
     from data.photos import PHOTOS
     from modules.metrics import motion_error
@@ -184,7 +184,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", default=",".join(map(str, SEEDS)))
     p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--steps", type=int, default=150, help="training iterations per tuned model")
+    p.add_argument("--steps", type=int, default=120, help="training iterations per tuned model")
     p.add_argument("--per-seed", type=int, default=3, help="photographs sampled per seed after tuning")
     p.add_argument("--model", default="tiny-video-world", help="the text-to-video base (a preset or folder)")
     p.add_argument("--out", default=str(OUT))
