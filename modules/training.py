@@ -106,8 +106,7 @@ class TrainingModule(L.LightningModule):
         sch = self.spec.scheduler
         denoiser = denoiser or self.spec
         noise = self.sample_noise(z0)
-        t = torch.randint(0, sch.config.num_train_timesteps, (z0.shape[0],),
-                          generator=self.generator("timesteps")).to(z0.device)
+        t = self.sample_timesteps(z0.shape[0], sch.config.num_train_timesteps).to(z0.device)
         # DDPMScheduler.add_noise / get_velocity's arithmetic (diffusers 0.42), not sch.add_noise: Euler's is
         # the unscaled z0 + σ·noise and fails once sampling has called set_timesteps on the shared scheduler
         a_t = sch.alphas_cumprod.to(device=z0.device, dtype=z0.dtype)[t].view(-1, *([1] * (z0.ndim - 1)))
@@ -122,6 +121,10 @@ class TrainingModule(L.LightningModule):
         pred = _BatchPrediction(out, zt, acp, ptype)
         loss = F.mse_loss(out.float(), target.float())
         return loss, DiffusionAux(pred, out, target, noise, t, zt, z0)
+
+    def sample_timesteps(self, n: int, num_train_timesteps: int) -> torch.Tensor:
+        """The training timesteps of a batch of `n` (uniform; a method may bias them)."""
+        return torch.randint(0, num_train_timesteps, (n,), generator=self.generator("timesteps"))
 
     def extra_loss(self, batch, aux: DiffusionAux) -> dict[str, torch.Tensor]:
         """Method terms added to the diffusion loss (SAVE's regulariser, SMA's alignment losses)."""

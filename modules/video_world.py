@@ -231,6 +231,8 @@ class VideoWorldModule(TrainingModule):
         seed: int = 0,
         noise: Literal["white", "mixed"] = "white",
         snr_gamma: float | None = None,
+        high_noise_fraction: float = 0.0,
+        high_noise_start: int = 500,
         grad_clip: float | None = 1.0,
         recipe: str = "",
     ):
@@ -238,8 +240,10 @@ class VideoWorldModule(TrainingModule):
         Args:
             unet: the UNet3D layout (pixel space, 3 channels in/out).
             init_from: image world (preset name or diffusers folder) whose spatial UNet layers, text
-                encoder and tokenizer start the video world (its layout must match `unet`); None =
-                random UNet, a fresh seeded CLIP and word tokenizer (tests).
+                encoder and tokenizer start the video world (its layout must match `unet`); or a video
+                world (`tiny-video-world`, a `unet3d` folder of this layout) whose whole UNet, text
+                encoder and tokenizer are taken as they are (continued training); None = random
+                UNet, a fresh seeded CLIP and word tokenizer (tests).
             lr: AdamW peak learning rate of the temporal layers.
             spatial_lr: peak learning rate of the spatial layers (0 = frozen throughout).
             spatial_start_step: the spatial layers keep lr 0 before this step (temporal layers first),
@@ -262,6 +266,10 @@ class VideoWorldModule(TrainingModule):
                 min(SNR, γ)/SNR, i.e. the low-noise steps (SNR > γ) count less and the high-noise
                 steps — where a clip's layout and motion are decided — relatively more (None = plain
                 ε-MSE). Added as the method term `min_snr` of `extra_loss`: total = mean(w·err²).
+            high_noise_fraction: the share of training items whose timestep is drawn from
+                [`high_noise_start`, T) instead of [0, T): the steps where x_t no longer shows the
+                motion, so only the caption can tell it (0 = uniform).
+            high_noise_start: the lower end of that range.
             grad_clip: gradient-norm clipping.
             recipe: the config file the run came from (recorded in the model card).
         """
@@ -271,15 +279,30 @@ class VideoWorldModule(TrainingModule):
         self.save_hyperparameters()
         from data.motion_clips import MOTION_WORDS
 
+        if not 0 <= high_noise_fraction <= 1:
+            raise ValueError(f"model.init_args.high_noise_fraction must be in [0, 1], got {high_noise_fraction}")
         self.init_report: dict[str, list[str]] = {}
+        continued = False
         if init_from:
             from modules.models.spec import load_model
 
-            world = load_model(init_from, family="sd")
-            tok, te = extend_text_encoder(world.tokenizer, world.text_encoder, MOTION_WORDS, seed=seed)
+            world = load_model(init_from)
+            tok, te = extend_text_encoder(world.tokenizers[0], world.text_encoders[0], MOTION_WORDS, seed=seed)
             torch.manual_seed(seed)
             self.unet = build_video_unet(unet, cross_attention_dim=te.config.hidden_size)
-            self.init_report = init_from_image_unet(self.unet, world.unet)
+            if world.family == "unet3d":
+                try:
+                    self.unet.load_state_dict(world.unet.float().state_dict())
+                except RuntimeError as e:
+                    raise ValueError(f"model.init_args.init_from '{init_from}': its UNet3D does not match "
+                                     f"model.init_args.unet ({e}); set unet to the world's layout") from None
+                continued = True
+                self.init_report = {"copied": list(self.unet.state_dict()), "kept": [], "unused": []}
+            elif world.family == "sd":
+                self.init_report = init_from_image_unet(self.unet, world.unet)
+            else:
+                raise ValueError(f"model.init_args.init_from '{init_from}' is a '{world.family}' model; "
+                                 "use an image world (family sd, e.g. tiny-world) or a video world (unet3d)")
             del world
         else:
             from data.photos import PHOTOS
@@ -290,7 +313,8 @@ class VideoWorldModule(TrainingModule):
             te = tiny_text_encoder(len(tok), hidden=64, max_len=16, seed=seed).requires_grad_(False).eval()
             torch.manual_seed(seed)
             self.unet = build_video_unet(unet, cross_attention_dim=te.config.hidden_size)
-        zero_temporal_outputs(self.unet)
+        if not continued:
+            zero_temporal_outputs(self.unet)
         self.text_encoder = te
         self.tokenizer = tok
         self.spec = video_spec(self.unet, self.text_encoder, self.tokenizer)
@@ -318,6 +342,16 @@ class VideoWorldModule(TrainingModule):
         self.log_terms(total, terms, batch_size=x0.shape[0])
         self._loss_window = (self._loss_window + [float(loss.detach())])[-50:]
         return total
+
+    def sample_timesteps(self, n: int, num_train_timesteps: int) -> torch.Tensor:
+        t = super().sample_timesteps(n, num_train_timesteps)
+        frac = self.hparams.high_noise_fraction
+        if frac > 0:
+            g = self.generator("high_noise")
+            lo = min(self.hparams.high_noise_start, num_train_timesteps - 1)
+            high = torch.randint(lo, num_train_timesteps, (n,), generator=g)
+            t = torch.where(torch.rand(n, generator=g) < frac, high, t)
+        return t
 
     def extra_loss(self, batch, aux) -> dict[str, torch.Tensor]:
         gamma = self.hparams.snr_gamma

@@ -173,3 +173,45 @@ def test_min_snr_weighting_is_the_weighted_mse():
     err = (aux.output - aux.target).pow(2).flatten(1).mean(1)
     assert torch.allclose(loss + extra, (w * err).mean(), rtol=1e-5)
     assert VideoWorldModule(unet=SMALL, init_from=None, ema_decay=0.0).extra_loss({}, aux) == {}
+
+
+def test_continuing_from_a_saved_video_world_takes_its_whole_unet_and_text_side(tmp_path):
+    """init_from a `unet3d` folder (stage 2 of the recipe: configs/video_world/motion.yaml) keeps
+    every UNet tensor — the temporal outputs are not zeroed again — and the tokenizer and text
+    encoder as saved; a folder of another layout is refused with the field to fix."""
+    first = VideoWorldModule(unet=SMALL, init_from=None, ema_decay=0.0, seed=4)
+    with torch.no_grad():  # non-zero temporal outputs, as after training
+        first.unet.transformer_in.proj_out.weight.normal_()
+    out = first.save_video_world(tmp_path / "vw")
+    m = VideoWorldModule(unet=SMALL, init_from=str(out), ema_decay=0.9)
+    saved = first.final_unet.to(torch.float16).float().state_dict()
+    for k, v in m.unet.state_dict().items():
+        assert torch.equal(v, saved[k]), k
+    assert m.unet.transformer_in.proj_out.weight.abs().sum() > 0
+    assert torch.equal(m.ema.transformer_in.proj_out.weight, m.unet.transformer_in.proj_out.weight)
+    cap = "a photo of a cat, panning left slowly"
+    assert m.tokenizer(cap).input_ids == first.tokenizer(cap).input_ids
+    assert torch.allclose(m.spec.encode_prompt([cap])["encoder_hidden_states"],
+                          first.spec.encode_prompt([cap])["encoder_hidden_states"], atol=1e-6)
+    with pytest.raises(ValueError, match="model.init_args.unet"):
+        VideoWorldModule(unet=VideoUNetConfig(block_out_channels=(8, 16, 32), attention_head_dim=2, norm_num_groups=8),
+                         init_from=str(out))
+
+
+def test_high_noise_fraction_draws_that_share_of_timesteps_from_the_upper_range():
+    m = VideoWorldModule(unet=SMALL, init_from=None, ema_decay=0.0, high_noise_fraction=0.8, high_noise_start=600)
+    ts = []
+    for i in range(40):
+        m.train_iteration = i
+        ts.append(m.sample_timesteps(50, 1000))
+    t = torch.cat(ts).float()
+    share = (t >= 600).float().mean().item()
+    assert abs(share - (0.8 + 0.2 * 0.4)) < 0.04  # 80% from [600, 1000) plus the uniform draws that land there
+    assert t.min() >= 0 and t.max() <= 999
+    m.train_iteration = 7
+    assert torch.equal(m.sample_timesteps(16, 1000), m.sample_timesteps(16, 1000))  # seeded per iteration
+    plain = VideoWorldModule(unet=SMALL, init_from=None, ema_decay=0.0)
+    plain.train_iteration = 7
+    assert (plain.sample_timesteps(2000, 1000) >= 600).float().mean().item() < 0.45
+    with pytest.raises(ValueError, match="high_noise_fraction"):
+        VideoWorldModule(unet=SMALL, init_from=None, high_noise_fraction=1.5)
