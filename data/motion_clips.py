@@ -183,7 +183,10 @@ class MotionClips(Dataset):
     def __init__(self, photos: list[str] | None = None, num_frames: int = 8, size: int = 32,
                  min_scale: int = 40, max_scale: int = 56, speeds: tuple[int, ...] = (1, 2, 3),
                  p_static: float = 0.1, p_zoom: float = 0.15, zoom_ratio: float = 1.4,
-                 caption_dropout: float = 0.1, length: int = 1024, seed: int = 0):
+                 caption_dropout: float = 0.1, length: int = 1024, seed: int = 0, position_jitter: int | None = None):
+        if position_jitter is not None and position_jitter < 0:
+            raise ValueError(f"position_jitter must be None (anywhere on the canvas) or >= 0 px, got {position_jitter}")
+        self.position_jitter = position_jitter
         self.photos = list(photos or PHOTOS)
         for p in self.photos:
             if p not in PHOTOS:
@@ -230,15 +233,24 @@ class MotionClips(Dataset):
             motion = self.pans[int(rng.integers(len(self.pans)))]
         lo = max(self.min_scale, min_canvas(motion, f, size))
         scale = int(rng.integers(lo, self.max_scale + 1))
+        j = self.position_jitter
         if motion.kind == "zoom":  # the largest region: between the frame and zoom_ratio × the frame
             big = float(rng.uniform(size, min(scale, size * self.zoom_ratio)))
-            cx = float(rng.uniform(big / 2, scale - big / 2))
-            cy = float(rng.uniform(big / 2, scale - big / 2))
+            if j is None:
+                cx = float(rng.uniform(big / 2, scale - big / 2))
+                cy = float(rng.uniform(big / 2, scale - big / 2))
+            else:  # the canvas centre ± j
+                cx, cy = (float(np.clip(scale / 2 + rng.uniform(-j, j), big / 2, scale - big / 2)) for _ in range(2))
             return ClipSpec(name, motion, scale, cx, cy, big)
         vx, vy = motion.camera_velocity
         tx, ty = abs(vx) * (f - 1), abs(vy) * (f - 1)
-        x = int(rng.integers(0, scale - size - tx + 1)) + (tx if vx < 0 else 0)
-        y = int(rng.integers(0, scale - size - ty + 1)) + (ty if vy < 0 else 0)
+        if j is None:
+            x = int(rng.integers(0, scale - size - tx + 1)) + (tx if vx < 0 else 0)
+            y = int(rng.integers(0, scale - size - ty + 1)) + (ty if vy < 0 else 0)
+        else:  # the window's path centred on the canvas centre, ± j px
+            x, y = (int(np.clip(round((scale - size) / 2 - (f - 1) * v / 2 + rng.uniform(-j, j)),
+                                (t if v < 0 else 0), scale - size - (0 if v < 0 else t)))
+                    for v, t in ((vx, tx), (vy, ty)))
         return ClipSpec(name, motion, scale, x, y)
 
     def render(self, spec: ClipSpec) -> np.ndarray:
@@ -262,7 +274,7 @@ class MotionClipDataModule(L.LightningDataModule):
     def __init__(self, photos: list[str] | None = None, num_frames: int = 8, size: int = 32, min_scale: int = 40,
                  max_scale: int = 56, speeds: list[int] = (1, 2, 3), p_static: float = 0.1, p_zoom: float = 0.15,
                  zoom_ratio: float = 1.4, caption_dropout: float = 0.1, batch_size: int = 4,
-                 steps_per_epoch: int = 100, seed: int = 0, num_workers: int = 0):
+                 steps_per_epoch: int = 100, seed: int = 0, num_workers: int = 0, position_jitter: int | None = None):
         """
         Args:
             photos: names of `data.photos.PHOTOS` to film (None = all eight).
@@ -279,6 +291,10 @@ class MotionClipDataModule(L.LightningDataModule):
             steps_per_epoch: batches per epoch (the clips are random and unlimited).
             seed: clip randomness (with the epoch and index).
             num_workers: DataLoader workers (0 on a 2-core machine).
+            position_jitter: None = the camera path anywhere on the canvas; k = the path centred on
+                the canvas centre ± k px (zooms: the region's centre). A small k makes a caption name
+                nearly one clip, so the caption's motion is visible in the clip the model must
+                predict even at high noise, where a uniformly placed path averages out.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -291,7 +307,7 @@ class MotionClipDataModule(L.LightningDataModule):
             hp = self.hparams
             self.dataset = MotionClips(hp.photos, hp.num_frames, hp.size, hp.min_scale, hp.max_scale, tuple(hp.speeds),
                                        hp.p_static, hp.p_zoom, hp.zoom_ratio, hp.caption_dropout,
-                                       hp.steps_per_epoch * hp.batch_size, hp.seed)
+                                       hp.steps_per_epoch * hp.batch_size, hp.seed, hp.position_jitter)
 
     def train_dataloader(self):
         self.setup()

@@ -106,3 +106,32 @@ def test_datamodule_and_settings_errors():
         MotionClips(photos=["moon"])
     with pytest.raises(ValueError, match="sum to at most 1"):
         MotionClips(p_static=0.7, p_zoom=0.5)
+
+
+def test_position_jitter_centres_the_camera_path_on_the_photo():
+    """position_jitter k: the window's path is centred on the canvas centre ± k px (clamped to the
+    canvas), so every clip of one caption at one scale is nearly the same clip; zoom regions are
+    centred too. None keeps paths anywhere on the canvas."""
+    rng = np.random.default_rng(0)
+    centred, anywhere = MotionClips(position_jitter=2, length=10), MotionClips(length=10)
+    off_centre = []
+    for _ in range(300):
+        spec = centred.sample_spec(rng)
+        if spec.motion.kind == "zoom":
+            assert abs(spec.x0 - spec.scale / 2) <= 2 + 1e-9 and abs(spec.y0 - spec.scale / 2) <= 2 + 1e-9
+            continue
+        vx, vy = spec.motion.camera_velocity
+        mid_x = spec.x0 + 3.5 * vx + 16  # the path's middle window centre (8 frames of 32 px)
+        mid_y = spec.y0 + 3.5 * vy + 16
+        assert abs(mid_x - spec.scale / 2) <= 3 and abs(mid_y - spec.scale / 2) <= 3
+        centred.render(spec)  # every window inside the canvas (render_pan raises otherwise)
+        s2 = anywhere.sample_spec(rng)
+        if s2.motion.kind == "pan":
+            vx, vy = s2.motion.camera_velocity
+            off_centre.append(abs(s2.x0 + 3.5 * vx + 16 - s2.scale / 2))
+    assert max(off_centre) > 5  # without jitter the path is anywhere
+    dm = MotionClipDataModule(position_jitter=2, batch_size=2)
+    dm.setup()
+    assert dm.dataset.position_jitter == 2
+    with pytest.raises(ValueError, match="position_jitter"):
+        MotionClips(position_jitter=-1)
