@@ -293,6 +293,9 @@ class GPFinetuneModule(TrainingModule):
         base_dtype: Literal["float32", "bfloat16", "float16"] = "float32",
         seed: int = 0,
         restore: RestoreConfig | None = None,
+        loss_weighting: Literal["none", "truncated_snr"] = "none",
+        max_loss_weight: float | None = None,
+        conv_in_lr_scale: float = 1.0,
     ):
         """
         Args:
@@ -312,8 +315,19 @@ class GPFinetuneModule(TrainingModule):
             base_dtype: dtype of the frozen VAE and text encoders (`bfloat16` on GPUs); the UNet trains in fp32.
             seed: seeds the per-iteration noise and timesteps (with the iteration and rank).
             restore: how validation/predict restore.
+            loss_weighting: per-timestep weight of the target's MSE. `none`: the plain MSE of the base's
+                target (the paper's). `truncated_snr`: for ε-prediction, ε-MSE × max(1, 1/SNR(t)), i.e.
+                x0-MSE × max(SNR, 1) (Salimans & Ho 2022): the plain loss where SNR ≥ 1, the x0 error above.
+                With the plain ε-MSE an x0 error at high noise costs SNR(t)·(x0-MSE) (0.04× at t = 800 in
+                the SD schedule), so a few hundred CPU steps teach the new channels little of what the
+                sampler needs from them in its first, noisiest steps (the image conditioning).
+            max_loss_weight: cap on the `truncated_snr` weight (None: no cap).
+            conv_in_lr_scale: learning rate of the widened `conv_in` (its zero-initialised new channels are
+                where the conditioning enters) relative to `lr` (1: one rate for the whole UNet).
         """
         super().__init__(seed=seed, noise=noise, grad_clip=grad_clip)
+        if loss_weighting not in ("none", "truncated_snr"):
+            raise ValueError(f"model.init_args.loss_weighting must be none or truncated_snr, got {loss_weighting!r}")
         if task not in ("super_resolution", "inpainting"):
             raise ValueError(f"model.init_args.task must be super_resolution or inpainting, got {task!r}")
         self.save_hyperparameters()
@@ -374,12 +388,36 @@ class GPFinetuneModule(TrainingModule):
         z0 = self.spec.encode(px[:, :, None].to(self.spec.vae.dtype if self.spec.vae is not None else px.dtype)).float()
         cond = self.conditioning(batch)
         diff, aux = self.diffusion_loss(z0, cond)
+        plain = diff.detach()  # the unweighted MSE of the target (the model card's final loss)
+        if self.hparams.loss_weighting != "none":
+            diff = self.weighted_loss(aux)
+            self.log("train/target_mse", plain, on_step=True, batch_size=px.shape[0])
         terms = {"diffusion_loss": diff, **self.extra_loss(batch, aux)}
         loss = sum(terms.values())
         self.check_finite(loss, terms)
         self.log_terms(loss, terms, batch_size=px.shape[0])
-        self._loss_window = (self._loss_window + [float(loss.detach())])[-50:]
+        self._loss_window = (self._loss_window + [float(plain)])[-50:]
         return loss
+
+    def loss_weights(self, t: torch.Tensor) -> torch.Tensor:
+        """Per-item weight of the target's MSE at timesteps `t` (`loss_weighting`), in the ε-MSE's units
+        (for v- or x0-prediction targets converted so that the same x0 weighting results)."""
+        acp = self.spec.scheduler.alphas_cumprod.to(t.device, torch.float64)[t]
+        snr = acp / (1 - acp)
+        w = torch.clamp(1 / snr, min=1.0)  # x0-MSE·max(SNR, 1) = ε-MSE·max(1, 1/SNR)
+        ptype = self.spec.scheduler.config.prediction_type
+        if ptype == "sample":  # x0-MSE·max(SNR, 1)
+            w = torch.clamp(snr, min=1.0)
+        elif ptype == "v_prediction":  # v-MSE = ε-MSE/ᾱ
+            w = w * acp
+        if self.hparams.max_loss_weight is not None:
+            w = w.clamp(max=float(self.hparams.max_loss_weight))
+        return w.float()
+
+    def weighted_loss(self, aux) -> torch.Tensor:
+        """The target's MSE per item, weighted by `loss_weights`, averaged over the batch."""
+        per_item = (aux.output.float() - aux.target.float()).pow(2).flatten(1).mean(1)
+        return (self.loss_weights(aux.t) * per_item).mean()
 
     def on_train_start(self):
         self._t0 = time.time() - self.wall_time
@@ -398,9 +436,14 @@ class GPFinetuneModule(TrainingModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        params = [p for p in self.unet.parameters() if p.requires_grad]
-        return torch.optim.AdamW([{"params": params, "lr": hp.lr, "name": "unet"}], lr=hp.lr, betas=tuple(hp.betas),
-                                 weight_decay=hp.weight_decay, eps=hp.eps)
+        scale = float(hp.get("conv_in_lr_scale", 1.0))
+        conv_in = {id(p) for p in self.unet.conv_in.parameters()} if scale != 1.0 else set()
+        params = [p for p in self.unet.parameters() if p.requires_grad and id(p) not in conv_in]
+        groups = [{"params": params, "lr": hp.lr, "name": "unet"}]
+        if conv_in:
+            groups.append({"params": [p for p in self.unet.conv_in.parameters() if p.requires_grad],
+                           "lr": hp.lr * scale, "name": "conv_in"})
+        return torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay, eps=hp.eps)
 
     # -- restoration (validation / predict) ---------------------------------------------------------
     def restore_batch(self, batch) -> dict:
@@ -452,6 +495,9 @@ class GPFinetuneModule(TrainingModule):
                                     else "noisy latent, mask (1 = regenerate), masked-image latent")}
         if self.task == "super_resolution":
             fields["scale"] = self.scale
+        fields["loss_weighting"] = self.hparams.loss_weighting
+        if self.hparams.max_loss_weight is not None:
+            fields["max_loss_weight"] = self.hparams.max_loss_weight
         if self.noise_kind == "gp":
             fields.update({"gp_features": g.features,
                            "gp_lengthscale": g.lengthscale if g.lengthscale is not None else "2/(pi*R), R = latent side",
@@ -523,6 +569,9 @@ def _world_card(card: dict, name: str, base: str, size: int, params: int, dtype:
           if card.get("noise") == "gp" else "white noise")
     loss = card.get("final_loss")
     t = card.get("training_time_s")
+    weighting = card.get("loss_weighting", "none")
+    if weighting == "truncated_snr":
+        weighting += " (ε-MSE × max(1, 1/SNR(t))" + (f", capped at {card['max_loss_weight']}" if card.get("max_loss_weight") else "") + ")"
     return f"""# {name}
 
 The tiny pixel-space world (`{base}`, 32×32 RGB in [-1, 1]) fine-tuned for {what} on random
@@ -537,8 +586,8 @@ spec, card = load_finetuned("{name}")
 - task: {task}{f", scale ×{card.get('scale')}" if task == "super_resolution" else ""}
 - training noise: {card.get('noise')} ({gp})
 - recipe: `python -m train fit -c {card.get('recipe')}`
-- steps: {card.get('training_steps')} (batch {card.get('batch_size', 16)})
-- final loss (ε-MSE{f", {card['final_loss_note']}" if card.get('final_loss_note') else ""}): {'n/a' if loss is None else f'{loss:.4f}'}
+- steps: {card.get('training_steps')} (batch {card.get('batch_size', 16)}); loss weighting: {weighting}
+- final loss (unweighted ε-MSE{f", {card['final_loss_note']}" if card.get('final_loss_note') else ""}): {'n/a' if loss is None else f'{loss:.4f}'}
 - training time: {'n/a' if t is None else f'{t / 60:.1f} min'}{f" ({card['training_time_note']})" if card.get('training_time_note') else ""}
 - UNet: {params / 1e6:.2f} M parameters, saved as {str(dtype).replace('torch.', '')} (the loader gives fp32)
 - folder size: {size / 1e6:.1f} MB

@@ -104,6 +104,35 @@ def test_gp_parameters_reach_the_sampler():
     assert abs(one - covariance(torch.tensor([1 / 32, 0.0]), 0.1).item()) < 0.05  # ≈ 0.95: a much smoother field
 
 
+def test_truncated_snr_weighting_and_the_conv_in_learning_rate():
+    """`loss_weighting: truncated_snr`: ε-MSE × max(1, 1/SNR(t)) per item (x0-MSE × max(SNR, 1)), capped by
+    `max_loss_weight`; `conv_in_lr_scale` gives the widened conv_in its own AdamW group."""
+    m = GPFinetuneModule(model="tiny-world", task="super_resolution", loss_weighting="truncated_snr",
+                         conv_in_lr_scale=10.0, lr=3e-4)
+    acp = m.spec.scheduler.alphas_cumprod.double()
+    t = torch.tensor([0, 100, 300, 500, 800, 999])
+    snr = acp[t] / (1 - acp[t])
+    w = m.loss_weights(t).double()
+    assert torch.allclose(w, torch.clamp(1 / snr, min=1.0), rtol=1e-5)
+    assert w[0] == 1 and w[1] == 1 and w[-1] > 100  # SNR >= 1 keeps the plain loss; t = 999 weighs ~200×
+    out, target = torch.zeros(2, 3, 1, 4, 4), torch.ones(2, 3, 1, 4, 4)
+    out[1] = 0.5
+    aux = type("Aux", (), {"output": out, "target": target, "t": torch.tensor([0, 800])})()
+    expected = (1.0 * 1.0 + 0.25 * m.loss_weights(torch.tensor([800])).item()) / 2
+    assert abs(m.weighted_loss(aux).item() - expected) < 1e-4
+    capped = GPFinetuneModule(model="tiny-world", task="super_resolution", loss_weighting="truncated_snr",
+                              max_loss_weight=20.0)
+    assert capped.loss_weights(torch.tensor([999])).item() == 20.0
+    groups = m.configure_optimizers().param_groups
+    assert [g["name"] for g in groups] == ["unet", "conv_in"] and groups[1]["lr"] == pytest.approx(3e-3)
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in m.unet.conv_in.parameters()}
+    assert sum(len(g["params"]) for g in groups) == len(list(m.unet.parameters()))
+    plain = GPFinetuneModule(model="tiny-world", task="super_resolution")
+    assert len(plain.configure_optimizers().param_groups) == 1
+    with pytest.raises(ValueError, match="loss_weighting"):
+        GPFinetuneModule(model="tiny-world", task="super_resolution", loss_weighting="min_snr")
+
+
 def test_sdxl_time_ids_are_built_per_item(sdxl_sr):
     batch = batch_for(sdxl_sr, "super_resolution")
     batch["original_size"] = torch.tensor([[512, 768], [300, 200]])
