@@ -195,6 +195,8 @@ class MotionTuningModule(VideoTuningModule):
         """Sample every edit prompt from noise with the tuned model; with `noise_prior` p > 0 the
         initial noise is √p·z_T(inverted clip) + √(1−p)·ε (released MotionDirector); the inversion and,
         if `edit.reconstruct`, the reconstruction of the clip come along."""
+        from modules.video_world import MixedNoise, mix_frames
+
         cfg = self.edit_cfg
         prompts = list(cfg.edit_prompts if prompts is None else prompts)
         px = batch["pixel_values"][:1].to(self.device)
@@ -209,13 +211,19 @@ class MotionTuningModule(VideoTuningModule):
                 else:
                     res = EditResult(px, None, {}, LoopState("invert", []), batch["prompt"][0])
                 g = torch.Generator().manual_seed(self.noise_seed)
+                callbacks = self.sampling_callbacks
                 for prompt in prompts:
                     noise = torch.randn((1, *self.spec.latent_shape(f, h, w)), generator=g)
                     if self.noise_prior > 0:
+                        # the base's noise prior shapes the fresh noise only: z_T of the clip is mixed in as inverted
+                        callbacks = [c for c in self.sampling_callbacks if not isinstance(c, MixedNoise)]
+                        for c in self.sampling_callbacks:
+                            if isinstance(c, MixedNoise):
+                                noise = mix_frames(noise, c.rho)
                         zT = res.inversion.z.detach().float().cpu()
                         noise = math.sqrt(self.noise_prior) * zT + math.sqrt(1 - self.noise_prior) * noise
                     res.edits[prompt] = generate(self.spec, [prompt], f, h, w, cfg.num_inference_steps, cfg.guidance_scale,
-                                                 callbacks=self.sampling_callbacks, noise=noise, progress=True)
+                                                 callbacks=callbacks, noise=noise, progress=True)
         finally:
             self.video_unet.train(was_training)
         self.last_edit = res

@@ -386,3 +386,45 @@ def test_hosts_tune_and_sample_with_the_base_models_recorded_noise_prior(tmp_pat
         corr = lambda x: torch.corrcoef(torch.stack([x[:, :, 0].flatten(), x[:, :, 5].flatten()]))[0, 1]  # noqa: E731
         assert 0.4 < corr(z) < 0.6 and abs(corr(zw)) < 0.1  # ρ = 0.5 between frames vs none
         assert 0.9 < z.std() < 1.1
+
+
+def test_noise_prior_mixes_the_inverted_clip_with_prior_shaped_noise_and_leaves_z_T_alone(tmp_path, batch):
+    """With noise_prior p the transfer starts from √p·z_T + √(1−p)·ε where only ε takes the base's
+    frame-correlated prior: at p = 1 the sampling loop starts from exactly the inverted z_T (the
+    MixedNoise callback must not mix it again); at p = 0 from the mixed noise."""
+    import json
+    import shutil
+
+    from modules.editing import EditConfig
+    from modules.models.loading import resolve_model_path
+    from modules.sampling import SamplingCallback
+    from modules.video_world import mix_frames
+
+    folder = tmp_path / "mixed-base"
+    shutil.copytree(resolve_model_path("tiny-unet3d"), folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    index["training"] = {"noise": "mixed", "noise_rho": 0.5}
+    (folder / "model_index.json").write_text(json.dumps(index))
+
+    class Record(SamplingCallback):
+        def __init__(self):
+            self.starts = []
+
+        def initial_noise(self, state, z):
+            if state.extras.get("label") == "generate":
+                self.starts.append(z.detach().clone())
+            return z
+
+    edit = EditConfig(edit_prompts=["a photo of a dog"], num_inference_steps=2, guidance_scale=1.0, reconstruct=False)
+    for p in (1.0, 0.0):
+        m = MotionDirectorModule(model=str(folder), seed=0, noise_prior=p, edit=edit).eval()
+        rec = Record()
+        m.sampling_callbacks.append(rec)
+        res = m.edit_batch(batch)
+        assert len(rec.starts) == 1
+        if p == 1.0:
+            assert torch.allclose(rec.starts[0].float(), res.inversion.z.float().cpu(), atol=1e-6)
+        else:
+            g = torch.Generator().manual_seed(0)
+            white = torch.randn(rec.starts[0].shape, generator=g)
+            assert torch.allclose(rec.starts[0].float(), mix_frames(white, 0.5), atol=1e-6)
