@@ -98,6 +98,43 @@ def evaluate(spec, card: dict, items: dict, *, mask: torch.Tensor | None = None,
     return res
 
 
+def one_step_x0(spec, card: dict, items: dict, *, mask: torch.Tensor | None = None, ts=(200, 500, 800, 950),
+                seed: int = 0, base=None) -> dict:
+    """The diagnostic behind the recipes' loss weighting: the ground truth noised to each t with the
+    model's training noise, one network call, PSNR of the x̂0 prediction (clamped) over the restored
+    region — with the conditioning (`cond`), with the conditioning channels zeroed (`cond_zeroed`), and of
+    the unconditional `base` world (`base`, when given). A world that uses its image channels must have
+    x̂0 at high t near or above the baseline; the sampler starts there."""
+    from modules.gp_finetune import condition_latents, initial_noise
+
+    task, px = card["task"], items["pixel_values"]
+    region = None if mask is None else mask > 0.5
+    if task == "super_resolution":
+        concat = condition_latents(spec, task, low_res=downsample(px, int(card.get("scale", SCALE))),
+                                   scale=int(card.get("scale", SCALE)))
+    else:
+        concat = condition_latents(spec, task, pixels=px, mask=mask)
+    z0 = px[:, :, None]
+    noise = initial_noise(tuple(z0.shape), card.get("noise", "gp"), 30_000 + seed)
+    cond = spec.encode_prompt(list(items["caption"]), size=tuple(px.shape[-2:]))
+    variants = {"cond": (spec, cond.with_(concat_latents=concat)),
+                "cond_zeroed": (spec, cond.with_(concat_latents=torch.zeros_like(concat)))}
+    if base is not None:
+        variants["base"] = (base, base.encode_prompt(list(items["caption"]), size=tuple(px.shape[-2:])))
+    out = {}
+    for t in ts:
+        a = spec.scheduler.alphas_cumprod[t].double()
+        zt = (a.sqrt() * z0 + (1 - a).sqrt() * noise).float()
+        row = {}
+        for name, (sp, c) in variants.items():
+            with torch.no_grad():
+                eps = sp(zt, torch.full((px.shape[0],), t), c).double()
+            x0 = ((zt - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1)[:, :, 0]
+            row[name] = round(float(region_psnr(x0, px, region).mean()), 2)
+        out[str(t)] = row
+    return out
+
+
 def load(source: str):
     """A preset (`tiny-world-inpaint`) or an export folder of the tiny world -> (spec, card)."""
     if Path(source).is_dir() and (Path(source) / "export.json").is_file() and not (Path(source) / "model_index.json").is_file():
@@ -115,7 +152,18 @@ def study(models: dict[str, str], seeds=(0, 1, 2), n: int = 16, steps: int = 20,
     subset). `cross`: also sample each GP model from white initial noise (`gp_sampled_from_white`).
     Returns (results, restorations of the first seed for the picture)."""
     loaded = {k: load(v) for k, v in models.items()}
-    res: dict = {"inpainting": {k: [] for k in masks}, "super_resolution": []}
+    res: dict = {"inpainting": {k: [] for k in masks}, "super_resolution": [], "one_step_x0": {}}
+    from modules.models.spec import load_model
+
+    base = load_model("tiny-world")
+    first = heldout_items(seeds[0], n)
+    for name, (spec, card) in loaded.items():
+        if card["task"] == "inpainting" and "rectangle" not in masks:
+            continue
+        m = heldout_masks(seeds[0], n, "rectangle") if card["task"] == "inpainting" else None
+        res["one_step_x0"][name] = one_step_x0(spec, card, first, mask=m, seed=seeds[0], base=base)
+        if verbose:
+            print(f"one-step x0 PSNR, {name} (seed {seeds[0]}): {res['one_step_x0'][name]}", flush=True)
     pics: dict = {}
     for seed in seeds:
         items = heldout_items(seed, n)
@@ -223,6 +271,15 @@ def table(out: dict) -> str:
             vals = [r[k] for r in rows]
             cells.append(f"{_mean(vals):.1f} ({', '.join(f'{v:.1f}' for v in vals)})")
         lines.append(f"| {g} | " + " | ".join(cells) + " |")
+    one = res.get("one_step_x0") or {}
+    if one:
+        ts = list(next(iter(one.values())))
+        lines += ["", f"One-step x̂0 PSNR (dB) at t (seed {out['protocol']['seeds'][0]}; ground truth noised with the world's "
+                      "training noise, one call; conditioned / conditioning zeroed / base world):", "",
+                  "| world | " + " | ".join(f"t = {t}" for t in ts) + " |", "|---|" + "---:|" * len(ts)]
+        for name, rows in one.items():
+            lines.append(f"| {name} | " + " | ".join(
+                " / ".join(f"{rows[t][k]:.1f}" for k in ("cond", "cond_zeroed", "base") if k in rows[t]) for t in ts) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -321,6 +378,7 @@ def main(argv=None) -> int:
                              "settings, or both tasks at once")
         other = "super_resolution" if args.only == "inpainting" else "inpainting"
         res[other] = old["results"][other]
+        res["one_step_x0"] = {**old["results"].get("one_step_x0", {}), **res["one_step_x0"]}
         cards = {**{k: v for k, v in old["models"].items() if k not in cards}, **cards}
         commands = old.get("commands", [old.get("command")]) + commands
     out = {"protocol": {"heldout": f"the photographs resized to {HELDOUT_RESIZE} (training: 40), random {SIZE}² crops, "
@@ -333,6 +391,9 @@ def main(argv=None) -> int:
                         "sampling": f"DDIM {args.steps} steps, CFG 1, each model from the noise it was trained with; "
                                     f"{args.samples} restorations per item: the first scored as the sample (the claim), "
                                     "their mean as an estimate of the model's conditional mean (*_mean_of_samples)",
+                        "one_step_x0": "results.one_step_x0: the first seed's crops (rectangle masks for inpainting) noised "
+                                       "to t with the model's training noise, one network call, PSNR of the clamped x0 "
+                                       "prediction over the region: with the conditioning, with it zeroed, and of the base world",
                         "seeds": args.seeds, "items_per_seed": args.items, "steps": args.steps, "samples": args.samples},
            "models": cards, "summary": summarise(res), "results": res,
            "wall_time_s": round(time.time() - t0, 1), "commands": commands}
