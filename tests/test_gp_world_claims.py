@@ -5,8 +5,8 @@ from GP noise; PSNR of the restored region — the mask, or the whole image for 
 
 Slow: one study of 3 seeds × 4 groups for the GP tests (≈ 6.5 min at 1 thread on the shared CPU; with
 these weights: 2 passed, the ≥ 3 dB claim xfailed as expected), another of four worlds for the white
-comparison (its run with these weights was cut by a 25-min timeout after ≈ 18 min of it, so the two
-white tests are backed only by the committed JSON's draws, where GP − white ≥ +1.0 dB everywhere):
+comparison (with these weights and the white twins in runs/: 1 passed, 1 xfailed as expected, in 7.9 min
+at 2 threads beside another job):
 
     OMP_NUM_THREADS=1 python -m pytest -m slow tests/test_gp_world_claims.py
 
