@@ -33,7 +33,7 @@ from torch import nn
 
 from modules.models.spec import ModelFamilyError, load_model
 from modules.noise.gp import GPNoiseSampler, default_lengthscale
-from modules.training import NOISE_SAMPLERS, TrainingModule
+from modules.training import NOISE_SAMPLERS, TrainingModule, truncated_snr_weights, weighted_mse
 
 FAMILIES = ("sd", "sdxl")
 Task = Literal["super_resolution", "inpainting"]
@@ -400,24 +400,13 @@ class GPFinetuneModule(TrainingModule):
         return loss
 
     def loss_weights(self, t: torch.Tensor) -> torch.Tensor:
-        """Per-item weight of the target's MSE at timesteps `t` (`loss_weighting`), in the ε-MSE's units
-        (for v- or x0-prediction targets converted so that the same x0 weighting results)."""
-        acp = self.spec.scheduler.alphas_cumprod.to(t.device, torch.float64)[t]
-        snr = acp / (1 - acp)
-        w = torch.clamp(1 / snr, min=1.0)  # x0-MSE·max(SNR, 1) = ε-MSE·max(1, 1/SNR)
-        ptype = self.spec.scheduler.config.prediction_type
-        if ptype == "sample":  # x0-MSE·max(SNR, 1)
-            w = torch.clamp(snr, min=1.0)
-        elif ptype == "v_prediction":  # v-MSE = ε-MSE/ᾱ
-            w = w * acp
-        if self.hparams.max_loss_weight is not None:
-            w = w.clamp(max=float(self.hparams.max_loss_weight))
-        return w.float()
+        """Per-item weight of the target's MSE at timesteps `t` (`loss_weighting`; the training base's
+        `truncated_snr_weights`), in the ε-MSE's units."""
+        return truncated_snr_weights(self.spec.scheduler, t, self.hparams.max_loss_weight)
 
     def weighted_loss(self, aux) -> torch.Tensor:
         """The target's MSE per item, weighted by `loss_weights`, averaged over the batch."""
-        per_item = (aux.output.float() - aux.target.float()).pow(2).flatten(1).mean(1)
-        return (self.loss_weights(aux.t) * per_item).mean()
+        return weighted_mse(aux, self.loss_weights(aux.t))
 
     def on_train_start(self):
         self._t0 = time.time() - self.wall_time

@@ -39,7 +39,7 @@ from transformers import CLIPTextModel, PreTrainedTokenizerFast
 
 from modules.models.tiny import sd_scheduler
 from modules.sampling import SamplingCallback
-from modules.training import NOISE_SAMPLERS, TrainingModule
+from modules.training import NOISE_SAMPLERS, TrainingModule, truncated_snr_weights, weighted_mse
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,6 +50,12 @@ class VideoUNetConfig:
     """The pixel-space UNet3D: the image world's layout with 3-D blocks (temporal convolutions in
     every block, temporal attention wherever there is spatial attention, a temporal transformer
     after the input convolution).
+
+    `frame_position`: a fourth input channel holding each frame's place in the clip (the `unet3d`
+    family's `frame_position_code`, appended by its denoiser; recorded in `model_index.json`). The
+    stock UNet3D cannot order its frames from noise alike in every frame (no temporal positional
+    embedding), so it cannot draw a pan in the captioned direction; with the channel each frame
+    knows where it is. Its `conv_in` weights start at zero (step 0 = the model without it).
 
     `attention_head_dim`: in `UNet3DConditionModel` this *is* the size of a head of the spatial and
     temporal attentions (channels / it = heads; the 2-D UNet reads the same key as the number of
@@ -66,11 +72,13 @@ class VideoUNetConfig:
     layers_per_block: int = 1
     attention_head_dim: int = 8
     norm_num_groups: int = 8
+    frame_position: bool = False
 
 
-def build_video_unet(cfg: VideoUNetConfig, cross_attention_dim: int) -> UNet3DConditionModel:
+def build_video_unet(cfg: VideoUNetConfig, cross_attention_dim: int, in_channels: int = 3) -> UNet3DConditionModel:
+    """The UNet3D of `cfg` taking `in_channels` (3 RGB; 4 with the frame-position channel)."""
     return UNet3DConditionModel(
-        sample_size=cfg.sample_size, in_channels=3, out_channels=3, block_out_channels=tuple(cfg.block_out_channels),
+        sample_size=cfg.sample_size, in_channels=in_channels, out_channels=3, block_out_channels=tuple(cfg.block_out_channels),
         down_block_types=tuple(cfg.down_block_types), up_block_types=tuple(cfg.up_block_types),
         layers_per_block=cfg.layers_per_block, cross_attention_dim=cross_attention_dim,
         attention_head_dim=cfg.attention_head_dim, norm_num_groups=cfg.norm_num_groups,
@@ -160,11 +168,13 @@ def extend_text_encoder(tokenizer: PreTrainedTokenizerFast, text_encoder: CLIPTe
 
 
 def video_spec(unet: UNet3DConditionModel, text_encoder: CLIPTextModel, tokenizer, scheduler=None, path: str = "(in memory)"):
-    """A `unet3d` family spec around parts in memory (pixel space: no VAE)."""
+    """A `unet3d` family spec around parts in memory (pixel space: no VAE); a UNet taking 4 channels
+    gets the frame-position channel."""
     from modules.models.families.unet3d import UNet3DSpec
 
     return UNet3DSpec(path=path, model_id="tiny-video-world", dtype=torch.float32, scheduler=scheduler or sd_scheduler(),
-                      vae=None, model=unet, text_encoders=[text_encoder], tokenizers=[tokenizer])
+                      vae=None, model=unet, text_encoders=[text_encoder], tokenizers=[tokenizer],
+                      frame_position=unet.config.in_channels == 4)
 
 
 # ----------------------------------------------------------------------------------- noise prior
@@ -231,6 +241,8 @@ class VideoWorldModule(TrainingModule):
         seed: int = 0,
         noise: Literal["white", "mixed"] = "white",
         snr_gamma: float | None = None,
+        loss_weighting: Literal["none", "truncated_snr"] = "none",
+        max_loss_weight: float | None = None,
         high_noise_fraction: float = 0.0,
         high_noise_start: int = 500,
         grad_clip: float | None = 1.0,
@@ -266,6 +278,12 @@ class VideoWorldModule(TrainingModule):
                 min(SNR, γ)/SNR, i.e. the low-noise steps (SNR > γ) count less and the high-noise
                 steps — where a clip's layout and motion are decided — relatively more (None = plain
                 ε-MSE). Added as the method term `min_snr` of `extra_loss`: total = mean(w·err²).
+            loss_weighting: `none` (ε-MSE) or `truncated_snr`: ε-MSE × max(1, 1/SNR(t)), i.e. an x0-MSE
+                at every noise level above SNR 1 (the training base's `truncated_snr_weights`). Plain
+                ε-MSE (and Min-SNR) weighs an image error at t = 800 ~0.04× and at t = 950 ~0.01× of
+                one at SNR 1, yet those are the steps where only the caption can tell the direction
+                of the motion; the GP worlds' lesson (docs/gp.md). Not with `snr_gamma`.
+            max_loss_weight: cap on the `truncated_snr` weight (None: ~210 at t = 999).
             high_noise_fraction: the share of training items whose timestep is drawn from
                 [`high_noise_start`, T) instead of [0, T): the steps where x_t no longer shows the
                 motion, so only the caption can tell it (0 = uniform).
@@ -279,6 +297,11 @@ class VideoWorldModule(TrainingModule):
         self.save_hyperparameters()
         from data.motion_clips import MOTION_WORDS
 
+        if loss_weighting not in ("none", "truncated_snr"):
+            raise ValueError(f"model.init_args.loss_weighting must be none or truncated_snr, got {loss_weighting!r}")
+        if loss_weighting != "none" and snr_gamma:
+            raise ValueError("model.init_args.loss_weighting and snr_gamma are two loss weightings; set one "
+                             "(snr_gamma: null with loss_weighting: truncated_snr)")
         if not 0 <= high_noise_fraction <= 1:
             raise ValueError(f"model.init_args.high_noise_fraction must be in [0, 1], got {high_noise_fraction}")
         self.init_report: dict[str, list[str]] = {}
@@ -289,8 +312,12 @@ class VideoWorldModule(TrainingModule):
             world = load_model(init_from)
             tok, te = extend_text_encoder(world.tokenizers[0], world.text_encoders[0], MOTION_WORDS, seed=seed)
             torch.manual_seed(seed)
-            self.unet = build_video_unet(unet, cross_attention_dim=te.config.hidden_size)
+            self.unet = build_video_unet(unet, cross_attention_dim=te.config.hidden_size,
+                                         in_channels=world.network.config.in_channels if world.family == "unet3d" else 3)
             if world.family == "unet3d":
+                if getattr(world, "frame_position", False) and not unet.frame_position:
+                    raise ValueError(f"model.init_args.init_from '{init_from}' has the frame-position channel; "
+                                     "set model.init_args.unet.frame_position: true")
                 try:
                     self.unet.load_state_dict(world.unet.float().state_dict())
                 except RuntimeError as e:
@@ -315,6 +342,10 @@ class VideoWorldModule(TrainingModule):
             self.unet = build_video_unet(unet, cross_attention_dim=te.config.hidden_size)
         if not continued:
             zero_temporal_outputs(self.unet)
+        if unet.frame_position:
+            from modules.gp_finetune import widen_conv_in
+
+            widen_conv_in(self.unet, 4)  # zero weights for the frame-position channel (no-op if it has it)
         self.text_encoder = te
         self.tokenizer = tok
         self.spec = video_spec(self.unet, self.text_encoder, self.tokenizer)
@@ -336,11 +367,15 @@ class VideoWorldModule(TrainingModule):
         x0 = batch["pixel_values"]
         cond = self.spec.encode_prompt(list(batch["caption"])).to(x0.device)
         loss, aux = self.diffusion_loss(x0, cond)
+        plain = loss
+        if self.hparams.loss_weighting == "truncated_snr":
+            loss = weighted_mse(aux, truncated_snr_weights(self.spec.scheduler, aux.t, self.hparams.max_loss_weight))
+            self.log("train/target_mse", plain.detach(), on_step=True, batch_size=x0.shape[0])
         terms = {"diffusion": loss, **self.extra_loss(batch, aux)}
         total = sum(terms.values())
         self.check_finite(total, terms)
         self.log_terms(total, terms, batch_size=x0.shape[0])
-        self._loss_window = (self._loss_window + [float(loss.detach())])[-50:]
+        self._loss_window = (self._loss_window + [float(plain.detach())])[-50:]
         return total
 
     def sample_timesteps(self, n: int, num_train_timesteps: int) -> torch.Tensor:
@@ -454,11 +489,14 @@ class VideoWorldModule(TrainingModule):
             "unet": ["diffusers", "UNet3DConditionModel"], "text_encoder": ["transformers", "CLIPTextModel"],
             "tokenizer": ["transformers", "PreTrainedTokenizerFast"], "scheduler": ["diffusers", "DDIMScheduler"],
             "vae": [None, None],
+            **({"frame_position": True} if self.unet_cfg.frame_position else {}),
             "training": {"steps": steps, "final_loss": round(self.last_loss, 5), "wall_time_s": round(self.wall_time, 1),
                          "seed": self.hparams.seed, "recipe": self.hparams.recipe,
                          "batch_size": data.get("batch_size"), "init_from": self.hparams.init_from,
                          "noise": self.hparams.noise, **({"noise_rho": MIXED_RHO} if self.hparams.noise == "mixed" else {}),
-                         "snr_gamma": self.hparams.snr_gamma},
+                         "snr_gamma": self.hparams.snr_gamma,
+                         **({"loss_weighting": self.hparams.loss_weighting, "max_loss_weight": self.hparams.max_loss_weight}
+                            if self.hparams.loss_weighting != "none" else {})},
         }
         (path / "model_index.json").write_text(json.dumps(info, indent=2) + "\n")
         size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and f.name != "README.md")
@@ -488,8 +526,9 @@ Load it with `modules.models.spec.load_model("tiny-video-world")` (family `unet3
   weights saved as {hp.save_dtype} (the loader gives fp32); EMA decay {hp.ema_decay}
 - text encoder: the image world's frozen random CLIP text model with the motion words appended
   to its word-level tokenizer (new embedding rows seeded {hp.seed})
+- frame position: {"a fourth input channel holds each frame's place in the clip (-1 first … +1 last; `model_index.json` `frame_position: true`, appended by the `unet3d` family's denoiser)" if self.unet_cfg.frame_position else "none (stock UNet3D: the frames are told apart only by the temporal convolutions' padding)"}
 - scheduler: Stable Diffusion 1.x's (scaled-linear betas 0.00085–0.012, 1000 steps), ε-prediction, DDIM sampling
-- training noise: {hp.noise}{noise_note}; loss: ε-MSE{f", Min-SNR-γ weighted (γ = {hp.snr_gamma})" if hp.snr_gamma else ""}
+- training noise: {hp.noise}{noise_note}; loss: ε-MSE{f", Min-SNR-γ weighted (γ = {hp.snr_gamma})" if hp.snr_gamma else ""}{f", × max(1, 1/SNR) (truncated SNR: an x0-MSE at high noise; weight cap {hp.max_loss_weight})" if hp.loss_weighting == "truncated_snr" else ""}
 - optimiser: AdamW, temporal lr {hp.lr}, spatial lr {hp.spatial_lr} from step {hp.spatial_start_step},
   weight decay {hp.weight_decay}, {hp.warmup_steps} warmup steps, cosine to {hp.min_lr_ratio}·lr over
   {hp.total_steps} steps{f' or {hp.time_budget_s:.0f} s' if hp.time_budget_s else ''}; gradient clipping {hp.grad_clip}

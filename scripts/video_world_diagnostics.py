@@ -6,6 +6,9 @@
 
 Probes (each a few seconds; the results are merged into the JSON under `--name`):
 
+Every probe calls the family denoiser (`spec(z, t, cond)`), so a world with the frame-position
+channel gets it.
+
 - `frame_symmetry`: every frame gets the same noise image; the per-frame rms deviation of the
   predicted ε from its mean over the frames, relative to the output's rms. A pan from noise needs
   frame-dependent outputs; diffusers' `UNet3DConditionModel` has no positional embedding in its
@@ -55,13 +58,13 @@ def centred_pan(name: str, motion: Motion, scale: int = 48) -> torch.Tensor:
 
 @torch.no_grad()
 def frame_symmetry(spec, seeds=(0, 1, 2), timesteps=(950, 500)) -> dict:
-    cond = spec.encode_prompt(["a photo of a cat, panning left steadily"])["encoder_hidden_states"]
+    cond = spec.encode_prompt(["a photo of a cat, panning left steadily"])
     out = {}
     for t in timesteps:
         dev = []
         for s in seeds:
             x = torch.randn(1, 3, 1, 32, 32, generator=torch.Generator().manual_seed(s)).expand(1, 3, 8, 32, 32)
-            o = spec.unet(x.contiguous(), torch.tensor([t]), encoder_hidden_states=cond).sample
+            o = spec(x.contiguous(), t, cond)
             dev.append(((o - o.mean(2, keepdim=True)).pow(2).mean((0, 1, 3, 4)).sqrt() / o.pow(2).mean().sqrt()).numpy())
         d = np.mean(dev, 0)
         out[f"t{t}"] = {"per_frame": [round(float(v), 4) for v in d], "mean": round(float(d.mean()), 4)}
@@ -83,7 +86,7 @@ def caption_gap(spec, timesteps=(700, 850, 950)) -> dict:
                 cond = spec.encode_prompt([motion_caption(p, m), motion_caption(p, Motion("pan", opposite(d), 2))])
                 eps = mix_frames(torch.randn((1, *clip.shape[1:]), generator=g)).expand(2, -1, -1, -1, -1)
                 xt = acp[t].sqrt() * clip + (1 - acp[t]).sqrt() * eps
-                o = spec.unet(xt, torch.full((2,), t), encoder_hidden_states=cond["encoder_hidden_states"]).sample
+                o = spec(xt, t, cond)
                 e = (o - eps).pow(2).flatten(1).mean(1)
                 gaps.append(float((e[1] - e[0]) / e[0]))
         out[f"t{t}"] = {"mean": round(float(np.mean(gaps)), 4), "positive": f"{sum(v > 0 for v in gaps)}/{len(gaps)}"}
@@ -98,10 +101,10 @@ def noise_direction(spec, seeds=(0, 1, 2), timesteps=(950, 800, 650)) -> dict:
         cos = []
         for s in seeds:
             pairs = claim_prompts(s)
-            cond = spec.encode_prompt([motion_caption(p, m) for p, m in pairs])["encoder_hidden_states"]
+            cond = spec.encode_prompt([motion_caption(p, m) for p, m in pairs])
             z = mix_frames(torch.randn(1, 3, 8, 32, 32, generator=torch.Generator().manual_seed(s)))
             z = z.expand(len(pairs), -1, -1, -1, -1)
-            e = spec.unet(z, torch.full((len(pairs),), t), encoder_hidden_states=cond).sample
+            e = spec(z, t, cond)
             x0 = ((z - (1 - acp[t]).sqrt() * e) / acp[t].sqrt()).clamp(-1, 1)
             for i, (_, m) in enumerate(pairs):
                 d, w = global_displacement(x0[i:i + 1]).mean(0), np.array(m.displacement)
@@ -124,6 +127,11 @@ def main() -> None:
         ck = torch.load(args.ckpt, map_location="cpu", weights_only=True)
         if "ema_state" not in ck:
             raise SystemExit(f"{args.ckpt}: no 'ema_state' (not a VideoWorldModule checkpoint with EMA)")
+        if ck["ema_state"]["conv_in.weight"].shape[1] == 4 and spec.unet.config.in_channels == 3:
+            from modules.gp_finetune import widen_conv_in  # a frame-position run continued from a stock world
+
+            widen_conv_in(spec.unet, 4)
+            spec.frame_position = True
         spec.unet.load_state_dict(ck["ema_state"])
         info.update(ckpt=args.ckpt, step=int(ck.get("global_step", 0)), wall_time_s=round(float(ck.get("wall_time", 0.0))))
     spec.unet.eval()

@@ -175,6 +175,31 @@ def test_min_snr_weighting_is_the_weighted_mse():
     assert VideoWorldModule(unet=SMALL, init_from=None, ema_decay=0.0).extra_loss({}, aux) == {}
 
 
+def test_truncated_snr_loss_weighting_is_an_x0_mse_at_high_noise():
+    """`loss_weighting: truncated_snr`: the training step's diffusion term is mean(max(1, 1/SNR)·ε-MSE)
+    per item (capped by `max_loss_weight`), the shared weights of the training base; with snr_gamma too
+    it is refused."""
+    from modules.training import truncated_snr_weights
+
+    m = VideoWorldModule(unet=SMALL, init_from=None, ema_decay=0.0, loss_weighting="truncated_snr", max_loss_weight=50)
+    m.train()
+    m.train_iteration = 3
+    batch = {"pixel_values": torch.rand(4, 3, 8, 32, 32) * 2 - 1, "caption": ["a photo of a cat, panning left"] * 4}
+    total = m.training_step(batch, 0)
+    m.train_iteration = 3  # the same noise and timesteps again
+    _, aux = m.diffusion_loss(batch["pixel_values"], m.spec.encode_prompt(batch["caption"]))
+    acp = m.spec.scheduler.alphas_cumprod.double()[aux.t]
+    w = torch.clamp((1 - acp) / acp, min=1.0, max=50.0)
+    err = (aux.output - aux.target).double().pow(2).flatten(1).mean(1)
+    assert torch.allclose(total.double(), (w * err).mean(), rtol=1e-5)
+    t = torch.tensor([100, 500, 800, 999])
+    w = truncated_snr_weights(m.spec.scheduler, t)
+    assert w[0] == 1.0 and 10 < w[2] < 40 and w[3] > 150  # x0-MSE: errors at high noise count, not ~SNR·them
+    assert truncated_snr_weights(m.spec.scheduler, t, max_weight=50)[3] == 50
+    with pytest.raises(ValueError, match="snr_gamma"):
+        VideoWorldModule(unet=SMALL, init_from=None, loss_weighting="truncated_snr", snr_gamma=1.0)
+
+
 def test_continuing_from_a_saved_video_world_takes_its_whole_unet_and_text_side(tmp_path):
     """init_from a `unet3d` folder (stage 2 of the recipe: configs/video_world/motion.yaml) keeps
     every UNet tensor — the temporal outputs are not zeroed again — and the tokenizer and text
@@ -215,3 +240,43 @@ def test_high_noise_fraction_draws_that_share_of_timesteps_from_the_upper_range(
     assert (plain.sample_timesteps(2000, 1000) >= 600).float().mean().item() < 0.45
     with pytest.raises(ValueError, match="high_noise_fraction"):
         VideoWorldModule(unet=SMALL, init_from=None, high_noise_fraction=1.5)
+
+
+def test_frame_position_channel_starts_as_the_world_without_it_and_reloads_through_the_loader(tmp_path):
+    """`unet.frame_position`: continuing from a stock video world widens `conv_in` with zero weights
+    (step 0 predicts exactly what the world did), the family denoiser appends the frame's place in
+    the clip (-1 … +1), the saved folder records it and loads back as a spec that appends it too; a
+    world with the channel refuses a layout without it."""
+    from modules.models.families.unet3d import frame_position_code
+    from modules.models.spec import load_model
+
+    first = VideoWorldModule(unet=SMALL, init_from=None, ema_decay=0.0, seed=5)
+    with torch.no_grad():
+        first.unet.transformer_in.proj_out.weight.normal_()
+    plain = first.save_video_world(tmp_path / "plain")
+    with_pos = VideoUNetConfig(**{**SMALL.__dict__, "frame_position": True})
+    m = VideoWorldModule(unet=with_pos, init_from=str(plain), ema_decay=0.0)
+    assert m.unet.config.in_channels == 4 and m.spec.frame_position
+    assert torch.equal(m.unet.conv_in.weight[:, 3], torch.zeros_like(m.unet.conv_in.weight[:, 3]))
+    z = torch.randn(2, 3, 8, 32, 32, generator=torch.Generator().manual_seed(0))
+    ref = load_model(str(plain))
+    cond = m.spec.encode_prompt(["a photo of a cat, panning left"])
+    with torch.no_grad():
+        assert torch.allclose(m.spec(z, 500, cond), ref(z, 500, cond), atol=1e-4)
+        m.unet.conv_in.weight[:, 3].normal_()  # as after training: the frames now differ by their place
+        same = z[:, :, :1].expand_as(z).contiguous()
+        out = m.spec(same, 500, cond)
+    assert (out[:, :, 0] - out[:, :, -1]).abs().mean() > 1e-3
+    code = frame_position_code(z)
+    assert code.shape == (2, 1, 8, 32, 32) and code[0, 0, 0, 0, 0] == -1 and code[0, 0, -1, 0, 0] == 1
+    assert torch.allclose(code[0, 0, :, 0, 0], torch.linspace(-1, 1, 8))
+    saved = m.save_video_world(tmp_path / "pos")
+    assert json.loads((saved / "model_index.json").read_text())["frame_position"] is True
+    assert "frame position: a fourth input channel" in (saved / "README.md").read_text()
+    back = load_model(str(saved))
+    assert back.frame_position and back.unet.config.in_channels == 4
+    with torch.no_grad():
+        assert torch.allclose(back(z, 500, cond), m.final_spec()(z, 500, cond), atol=5e-3)  # fp16 on disk
+    assert not load_model(str(plain)).frame_position
+    with pytest.raises(ValueError, match="frame_position: true"):
+        VideoWorldModule(unet=SMALL, init_from=str(saved), ema_decay=0.0)

@@ -45,7 +45,7 @@ def test_caption_gap_sees_a_caption_that_matters():
     for t in (850, 950):
         xt = acp[t].sqrt() * clip + (1 - acp[t]).sqrt() * eps
         with torch.no_grad():
-            o = spec.unet(xt, torch.full((2,), t), encoder_hidden_states=cond["encoder_hidden_states"]).sample
+            o = spec(xt, t, cond)
         e = (o - eps).pow(2).flatten(1).mean(1)
         assert e[1] > 1.3 * e[0]
     assert diag.opposite("up left") == "down right"
