@@ -183,7 +183,9 @@ class MotionClips(Dataset):
     def __init__(self, photos: list[str] | None = None, num_frames: int = 8, size: int = 32,
                  min_scale: int = 40, max_scale: int = 56, speeds: tuple[int, ...] = (1, 2, 3),
                  p_static: float = 0.1, p_zoom: float = 0.15, zoom_ratio: float = 1.4,
-                 caption_dropout: float = 0.1, length: int = 1024, seed: int = 0, position_jitter: int | None = None):
+                 caption_dropout: float = 0.1, length: int = 1024, seed: int = 0, position_jitter: int | None = None,
+                 direction_per_photo: bool = False):
+        self.direction_per_photo = bool(direction_per_photo)
         if position_jitter is not None and position_jitter < 0:
             raise ValueError(f"position_jitter must be None (anywhere on the canvas) or >= 0 px, got {position_jitter}")
         self.position_jitter = position_jitter
@@ -229,6 +231,9 @@ class MotionClips(Dataset):
             motion = Motion("static")
         elif u < self.p_static + self.p_zoom:
             motion = Motion("zoom", ZOOMS[int(rng.integers(2))])
+        elif self.direction_per_photo:  # photo i of PHOTOS pans only in direction i (the curriculum's first stage)
+            d = list(PAN_DIRECTIONS)[list(PHOTOS).index(name) % len(PAN_DIRECTIONS)]
+            motion = Motion("pan", d, self.speeds[int(rng.integers(len(self.speeds)))])
         else:
             motion = self.pans[int(rng.integers(len(self.pans)))]
         lo = max(self.min_scale, min_canvas(motion, f, size))
@@ -274,7 +279,8 @@ class MotionClipDataModule(L.LightningDataModule):
     def __init__(self, photos: list[str] | None = None, num_frames: int = 8, size: int = 32, min_scale: int = 40,
                  max_scale: int = 56, speeds: list[int] = (1, 2, 3), p_static: float = 0.1, p_zoom: float = 0.15,
                  zoom_ratio: float = 1.4, caption_dropout: float = 0.1, batch_size: int = 4,
-                 steps_per_epoch: int = 100, seed: int = 0, num_workers: int = 0, position_jitter: int | None = None):
+                 steps_per_epoch: int = 100, seed: int = 0, num_workers: int = 0, position_jitter: int | None = None,
+                 direction_per_photo: bool = False):
         """
         Args:
             photos: names of `data.photos.PHOTOS` to film (None = all eight).
@@ -295,6 +301,12 @@ class MotionClipDataModule(L.LightningDataModule):
                 the canvas centre ± k px (zooms: the region's centre). A small k makes a caption name
                 nearly one clip, so the caption's motion is visible in the clip the model must
                 predict even at high noise, where a uniformly placed path averages out.
+            direction_per_photo: every pan of photo i (the order of `data.photos.PHOTOS`) goes in pan
+                direction i (speeds still random; the caption still names it). A curriculum's first
+                stage: the photograph, which the world already tells apart, then decides which way
+                its frames shift, so a frame-position input is useful on its own (with every
+                direction for every photo it helps only together with the caption's direction words:
+                a saddle for gradient descent).
         """
         super().__init__()
         self.save_hyperparameters()
@@ -307,7 +319,8 @@ class MotionClipDataModule(L.LightningDataModule):
             hp = self.hparams
             self.dataset = MotionClips(hp.photos, hp.num_frames, hp.size, hp.min_scale, hp.max_scale, tuple(hp.speeds),
                                        hp.p_static, hp.p_zoom, hp.zoom_ratio, hp.caption_dropout,
-                                       hp.steps_per_epoch * hp.batch_size, hp.seed, hp.position_jitter)
+                                       hp.steps_per_epoch * hp.batch_size, hp.seed, hp.position_jitter,
+                                       hp.direction_per_photo)
 
     def train_dataloader(self):
         self.setup()

@@ -135,3 +135,32 @@ def test_position_jitter_centres_the_camera_path_on_the_photo():
     assert dm.dataset.position_jitter == 2
     with pytest.raises(ValueError, match="position_jitter"):
         MotionClips(position_jitter=-1)
+
+
+def test_direction_per_photo_ties_each_photo_to_one_pan_direction():
+    """direction_per_photo: photo i of PHOTOS pans only in direction i (any speed), captions still name
+    it; zooms and stills are unchanged; off, every photo pans every way."""
+    rng = np.random.default_rng(1)
+    tied, free = MotionClips(direction_per_photo=True, length=10), MotionClips(length=10)
+    seen: dict[str, set] = {}
+    for _ in range(400):
+        spec = tied.sample_spec(rng)
+        if spec.motion.kind == "pan":
+            seen.setdefault(spec.photo, set()).add(spec.motion.direction)
+            tied.render(spec)
+    assert {p: d for p, d in seen.items()} == {p: {list(PAN_DIRECTIONS)[i]} for i, p in enumerate(PHOTOS) if p in seen}
+    assert len(seen) == len(PHOTOS)
+    for i in range(20):
+        item = tied[i]
+        if item["motion"].startswith("pan_") and item["caption"]:
+            spec_dir = list(PAN_DIRECTIONS)[list(PHOTOS).index(item["photo"])]
+            assert f"panning {spec_dir} " in item["caption"]
+    free_dirs = {}
+    for _ in range(400):
+        spec = free.sample_spec(rng)
+        if spec.motion.kind == "pan":
+            free_dirs.setdefault(spec.photo, set()).add(spec.motion.direction)
+    assert max(len(d) for d in free_dirs.values()) > 1
+    dm = MotionClipDataModule(direction_per_photo=True, batch_size=2)
+    dm.setup()
+    assert dm.dataset.direction_per_photo
