@@ -19,6 +19,9 @@ channel gets it.
 - `noise_direction`: the x0 prediction from pure (mixed) noise at t = 950, 800, 650 for the eight
   claim captions (`claim_prompts`, seeds 0–2): cosine between its phase-correlation displacement and
   the captioned one (0: no preferred direction).
+- `position_gradient` (`--gradient N`, worlds with the frame-position channel): whether the training
+  gradient on the position channel's input weights has a consistent sign from batch to batch when the
+  photograph alone fixes the pan direction (one direction per photo), next to the RGB channels'.
 """
 from __future__ import annotations
 
@@ -113,11 +116,59 @@ def noise_direction(spec, seeds=(0, 1, 2), timesteps=(950, 800, 650)) -> dict:
     return out
 
 
+def position_gradient(spec, batches: int = 48, tied: bool = True, batch_size: int = 4) -> dict:
+    """For a world with the frame-position channel: is the loss gradient on that channel's `conv_in`
+    weights consistent from batch to batch? Centred pans (`direction_per_photo` when `tied`: then the
+    photograph alone fixes the direction, so the frame's place alone predicts its shift), t in
+    [600, 1000), mixed noise, the truncated-SNR loss (cap 50). Returns, for the position channel and
+    for the RGB channels, |mean gradient| / mean |per-batch gradient| (pure noise: about
+    1/sqrt(batches)) and the share of weights whose mean is > 3 standard errors from zero."""
+    from data.motion_clips import MotionClips
+    from modules.training import truncated_snr_weights
+
+    if not getattr(spec, "frame_position", False):
+        raise ValueError("position_gradient needs a world with the frame-position channel")
+    ds = MotionClips(position_jitter=2, direction_per_photo=tied, caption_dropout=0.0, p_static=0, p_zoom=0,
+                     length=batches * batch_size, seed=7)
+    acp = spec.scheduler.alphas_cumprod
+    unet = spec.unet
+    was = [p.requires_grad for p in unet.parameters()]
+    unet.requires_grad_(True)
+    g = torch.Generator().manual_seed(0)
+    grads = {"position": [], "rgb": []}
+    try:
+        for b in range(batches):
+            items = [ds[b * batch_size + i] for i in range(batch_size)]
+            x0 = torch.stack([it["pixel_values"] for it in items])
+            t = torch.randint(600, 1000, (batch_size,), generator=g)
+            eps = mix_frames(torch.randn(x0.shape, generator=g))
+            a = acp[t].view(-1, 1, 1, 1, 1)
+            out = spec(a.sqrt() * x0 + (1 - a).sqrt() * eps, t, spec.encode_prompt([it["caption"] for it in items]))
+            w = truncated_snr_weights(spec.scheduler, t, 50)
+            unet.zero_grad()
+            (w * (out - eps).pow(2).flatten(1).mean(1)).mean().backward()
+            grads["position"].append(unet.conv_in.weight.grad[:, 3].flatten().clone())
+            grads["rgb"].append(unet.conv_in.weight.grad[:, :3].flatten().clone())
+    finally:
+        for p, r in zip(unet.parameters(), was):
+            p.requires_grad_(r)
+        unet.zero_grad(set_to_none=True)
+    out = {"batches": batches, "tied": tied, "noise_level": round(batches ** -0.5, 3)}
+    for k, v in grads.items():
+        x = torch.stack(v)
+        m, se = x.mean(0), x.std(0) / batches ** 0.5
+        out[k] = {"mean_over_per_batch": round(float(m.norm() / x.norm(dim=1).mean()), 3),
+                  "share_beyond_3se": round(float((m.abs() > 3 * se).float().mean()), 2)}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="tiny-video-world", help="preset name or diffusers folder")
     ap.add_argument("--ckpt", default=None, help="a VideoWorldModule checkpoint: its EMA UNet replaces the model's")
     ap.add_argument("--name", default=None, help="key in the JSON (default: the model or checkpoint)")
+    ap.add_argument("--gradient", type=int, default=0, metavar="N",
+                    help="also the position-channel gradient probe over N batches (frame-position worlds)")
     ap.add_argument("--out", default=None, help="JSON to merge the results into (default: print only)")
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -137,6 +188,8 @@ def main() -> None:
     spec.unet.eval()
     res = {**info, "frame_symmetry": frame_symmetry(spec), "caption_gap": caption_gap(spec),
            "noise_direction": noise_direction(spec)}
+    if args.gradient:
+        res["position_gradient"] = position_gradient(spec, args.gradient)
     print(json.dumps(res, indent=1))
     if args.out:
         path = Path(args.out)

@@ -49,3 +49,25 @@ def test_caption_gap_sees_a_caption_that_matters():
         e = (o - eps).pow(2).flatten(1).mean(1)
         assert e[1] > 1.3 * e[0]
     assert diag.opposite("up left") == "down right"
+
+
+def test_position_gradient_probe_reports_both_channel_groups_and_leaves_the_world_as_it_was():
+    import pytest
+
+    from modules.video_world import VideoUNetConfig
+
+    small = VideoUNetConfig(block_out_channels=(8, 16, 16), attention_head_dim=2, norm_num_groups=8, frame_position=True)
+    spec = VideoWorldModule(unet=small, init_from=None, ema_decay=0.0, seed=1).spec
+    spec.unet.requires_grad_(False)
+    with torch.no_grad():
+        spec.unet.conv_in.weight[:, 3].normal_(0, 0.1)
+    r = diag.position_gradient(spec, batches=4, batch_size=2)
+    assert r["noise_level"] == 0.5 and r["tied"]
+    for k in ("position", "rgb"):
+        assert 0 < r[k]["mean_over_per_batch"] <= 1 and 0 <= r[k]["share_beyond_3se"] <= 1
+    assert not any(p.requires_grad for p in spec.unet.parameters())
+    assert all(p.grad is None for p in spec.unet.parameters())
+    plain = VideoWorldModule(unet=VideoUNetConfig(block_out_channels=(8, 16, 16), attention_head_dim=2, norm_num_groups=8),
+                             init_from=None, ema_decay=0.0).spec
+    with pytest.raises(ValueError, match="frame-position"):
+        diag.position_gradient(plain, batches=1)
