@@ -20,8 +20,9 @@ channel gets it.
   claim captions (`claim_prompts`, seeds 0–2): cosine between its phase-correlation displacement and
   the captioned one (0: no preferred direction).
 - `position_gradient` (`--gradient N`, worlds with the frame-position channel): whether the training
-  gradient on the position channel's input weights has a consistent sign from batch to batch when the
-  photograph alone fixes the pan direction (one direction per photo), next to the RGB channels'.
+  gradient of a frame-position input (the position channel's weights; a per-frame vector added to
+  the time embedding) has a consistent sign from batch to batch when the photograph alone fixes the
+  pan direction (one direction per photo), next to the RGB channels'.
 """
 from __future__ import annotations
 
@@ -117,12 +118,20 @@ def noise_direction(spec, seeds=(0, 1, 2), timesteps=(950, 800, 650)) -> dict:
 
 
 def position_gradient(spec, batches: int = 48, tied: bool = True, batch_size: int = 4) -> dict:
-    """For a world with the frame-position channel: is the loss gradient on that channel's `conv_in`
-    weights consistent from batch to batch? Centred pans (`direction_per_photo` when `tied`: then the
+    """For a world with the frame-position channel: is the loss gradient of a frame-position input
+    consistent from batch to batch? Centred pans (`direction_per_photo` when `tied`: then the
     photograph alone fixes the direction, so the frame's place alone predicts its shift), t in
-    [600, 1000), mixed noise, the truncated-SNR loss (cap 50). Returns, for the position channel and
-    for the RGB channels, |mean gradient| / mean |per-batch gradient| (pure noise: about
-    1/sqrt(batches)) and the share of weights whose mean is > 3 standard errors from zero."""
+    [600, 1000), mixed noise, the truncated-SNR loss (cap 50). Three inputs are probed at once:
+
+    - `position`: the position channel's `conv_in` weights;
+    - `time_embedding`: a per-frame vector (zero, so the outputs are unchanged) added to every
+      ResNet's time-embedding input — how the timestep conditions the network; reported as
+      `time_embedding_common` (its mean over the frames: a plain bias) and `time_embedding_per_frame`
+      (the rest: what depends on the frame's place);
+    - `rgb`: the RGB channels' `conv_in` weights, for scale.
+
+    Each: |mean gradient| / mean |per-batch gradient| (pure noise: about 1/sqrt(batches)) and the
+    share of entries whose mean is > 3 standard errors from zero."""
     from data.motion_clips import MotionClips
     from modules.training import truncated_snr_weights
 
@@ -132,10 +141,17 @@ def position_gradient(spec, batches: int = 48, tied: bool = True, batch_size: in
                      length=batches * batch_size, seed=7)
     acp = spec.scheduler.alphas_cumprod
     unet = spec.unet
+    frames = 8
+    per_frame = torch.zeros(frames, unet.time_embedding.linear_2.out_features, requires_grad=True)
+
+    def add_per_frame(_, args):  # time_emb_proj input: (B·F, C), frames innermost
+        return (args[0] + per_frame.repeat(args[0].shape[0] // frames, 1),)
+
+    hooks = [m.register_forward_pre_hook(add_per_frame) for n, m in unet.named_modules() if n.endswith("time_emb_proj")]
     was = [p.requires_grad for p in unet.parameters()]
     unet.requires_grad_(True)
     g = torch.Generator().manual_seed(0)
-    grads = {"position": [], "rgb": []}
+    grads = {k: [] for k in ("position", "time_embedding_common", "time_embedding_per_frame", "rgb")}
     try:
         for b in range(batches):
             items = [ds[b * batch_size + i] for i in range(batch_size)]
@@ -146,10 +162,16 @@ def position_gradient(spec, batches: int = 48, tied: bool = True, batch_size: in
             out = spec(a.sqrt() * x0 + (1 - a).sqrt() * eps, t, spec.encode_prompt([it["caption"] for it in items]))
             w = truncated_snr_weights(spec.scheduler, t, 50)
             unet.zero_grad()
+            per_frame.grad = None
             (w * (out - eps).pow(2).flatten(1).mean(1)).mean().backward()
             grads["position"].append(unet.conv_in.weight.grad[:, 3].flatten().clone())
             grads["rgb"].append(unet.conv_in.weight.grad[:, :3].flatten().clone())
+            ge = per_frame.grad
+            grads["time_embedding_common"].append(ge.mean(0).clone())
+            grads["time_embedding_per_frame"].append((ge - ge.mean(0)).flatten().clone())
     finally:
+        for h in hooks:
+            h.remove()
         for p, r in zip(unet.parameters(), was):
             p.requires_grad_(r)
         unet.zero_grad(set_to_none=True)

@@ -63,10 +63,11 @@ def test_position_gradient_probe_reports_both_channel_groups_and_leaves_the_worl
         spec.unet.conv_in.weight[:, 3].normal_(0, 0.1)
     r = diag.position_gradient(spec, batches=4, batch_size=2)
     assert r["noise_level"] == 0.5 and r["tied"]
-    for k in ("position", "rgb"):
+    for k in ("position", "time_embedding_common", "time_embedding_per_frame", "rgb"):
         assert 0 < r[k]["mean_over_per_batch"] <= 1 and 0 <= r[k]["share_beyond_3se"] <= 1
     assert not any(p.requires_grad for p in spec.unet.parameters())
     assert all(p.grad is None for p in spec.unet.parameters())
+    assert not any(m._forward_pre_hooks for m in spec.unet.modules())  # the probe's hooks are gone
     plain = VideoWorldModule(unet=VideoUNetConfig(block_out_channels=(8, 16, 16), attention_head_dim=2, norm_num_groups=8),
                              init_from=None, ema_decay=0.0).spec
     with pytest.raises(ValueError, match="frame-position"):
